@@ -1,0 +1,5 @@
+import sys
+
+from graphwsss.cli import main
+
+sys.exit(main())

@@ -1,0 +1,85 @@
+r"""Seed quality: precision and coverage of a sparse seed map against ground truth (DESIGN.md §8).
+
+A seed map labels some pixels with a class id and leaves the rest ``ignore_index`` (255). Over a
+dataset, with ``V`` the pixels whose ground truth is not void, ``L`` the labelled seeds among them
+(``seed != 255`` and ``gt != 255``) and ``C`` those whose label equals the ground truth:
+
+.. math::
+    \mathrm{precision} = \frac{|C|}{|L|}, \qquad \mathrm{coverage} = \frac{|L|}{|V|}
+
+Seeds lying on void ground truth cannot be judged and count in neither ratio, so coverage is at
+most 1. Without seeds, precision is undefined (NaN) and coverage is 0; without non-void ground
+truth, coverage is undefined (NaN) too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphwsss.metrics.confusion import check_label_pair, percent_or_none
+
+
+class SeedQuality:
+    """Accumulates seed precision and coverage over a dataset (DESIGN.md §8).
+
+    Args:
+        ignore_index: the label of unlabelled seed pixels and of void ground truth (default 255).
+
+    Shapes:
+        - update inputs: ``seed`` and ``gt`` ``[H, W]`` integer arrays.
+        - counts :attr:`correct`, :attr:`labelled`, :attr:`valid`: Python ints (``|C|``, ``|L|``,
+          ``|V|`` of the module docstring).
+    """
+
+    def __init__(self, ignore_index: int = 255) -> None:
+        self.ignore_index = int(ignore_index)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything accumulated so far."""
+        self.correct = 0
+        self.labelled = 0
+        self.valid = 0
+
+    def update(self, seed: np.ndarray, gt: np.ndarray) -> None:
+        """Add one image: ``seed`` and ``gt`` are ``[H, W]`` integer label maps.
+
+        Raises:
+            TypeError, ValueError: as :func:`~graphwsss.metrics.confusion.check_label_pair`
+                (not integer arrays, not 2-D, shapes differ).
+        """
+        seed, gt = check_label_pair(seed, gt, names=("seed", "gt"))
+        valid = gt != self.ignore_index
+        labelled = valid & (seed != self.ignore_index)
+        self.valid += int(np.count_nonzero(valid))
+        self.labelled += int(np.count_nonzero(labelled))
+        self.correct += int(np.count_nonzero(labelled & (seed == gt)))
+
+    def merge(self, other: "SeedQuality") -> "SeedQuality":
+        """Add the counts of ``other`` (e.g. gathered from another process); returns ``self``."""
+        if not isinstance(other, SeedQuality):
+            raise TypeError(f"can only merge a SeedQuality, got {type(other).__name__}")
+        if other.ignore_index != self.ignore_index:
+            raise ValueError(f"cannot merge: ignore_index {other.ignore_index} differs from "
+                             f"{self.ignore_index}")
+        self.correct += other.correct
+        self.labelled += other.labelled
+        self.valid += other.valid
+        return self
+
+    def precision(self) -> float:
+        """``|C| / |L|`` in ``[0, 1]``; NaN when there are no seeds on non-void pixels."""
+        return self.correct / self.labelled if self.labelled else float("nan")
+
+    def coverage(self) -> float:
+        """``|L| / |V|`` in ``[0, 1]``; NaN when every ground-truth pixel is void."""
+        return self.labelled / self.valid if self.valid else float("nan")
+
+    def summary(self) -> dict:
+        """``{"seed_precision": pct or None, "seed_coverage": pct or None}``."""
+        return {"seed_precision": percent_or_none(self.precision()),
+                "seed_coverage": percent_or_none(self.coverage())}
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(ignore_index={self.ignore_index}, "
+                f"correct={self.correct}, labelled={self.labelled}, valid={self.valid})")

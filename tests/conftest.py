@@ -1,0 +1,34 @@
+"""Shared fixtures: the bundled sample, the shared data sets (skipped when absent), tiny sets."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "graphwsss" / "sample_data" / "msrc-sample"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def sample_root() -> Path:
+    """The bundled 12-image MSRC sample (read-only: copy it before changing anything)."""
+    return SAMPLE
+
+
+def shared_set(name: str) -> Path:
+    """``../shared/data/<name>``, or skip the test when it is absent."""
+    path = SHARED_DATA / name
+    if not (path / "JPEGImages").is_dir():
+        pytest.skip(f"shared data set {path} is absent")
+    return path
+
+
+@pytest.fixture
+def sample_copy(tmp_path: Path) -> Path:
+    """A writable copy of the bundled sample, for tests that break files on purpose."""
+    target = tmp_path / "sample"
+    shutil.copytree(SAMPLE, target)
+    return target
