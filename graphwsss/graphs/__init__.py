@@ -1,0 +1,40 @@
+"""Pixel-graph builders: image (+ stride-8 node features) in, PyG ``Data`` out (DESIGN.md §5).
+
+Registered builders (``build_graph_builder(name, **options)``):
+
+============  ========================================  =========================================
+name          class                                     edge weight
+============  ========================================  =========================================
+``backbone``  :class:`~.radius.RadiusGraphBuilder`      ``exp(-|F_i - F_j|_1 / d)`` on backbone
+                                                        features (or ``embedding`` if given)
+``affinity``  :class:`~.radius.AffinityGraphBuilder`    the same on the learned affinity
+                                                        embedding ``F_A`` (required) (3.8, 3.14)
+``rgbxy``     :class:`~.rgbxy.RGBXYGraphBuilder`        RGB-XY Gaussian kernel (3.12)
+============  ========================================  =========================================
+
+All three are radius graphs on the node grid (window ``radius_offsets(r, shape)``, edges kept
+where the weight exceeds ``threshold``, self loops of weight 1) and carry ``offsets`` and
+``grid_weight`` besides the common fields (see :mod:`graphwsss.graphs.base`). The superpixel
+region-adjacency and k-nearest-neighbour builders of DESIGN.md §5 register themselves the same
+way (``@register_builder("name")``); import their modules here so that they are registered.
+"""
+
+from graphwsss.graphs.base import (IGNORE_INDEX, GraphBuilder, available_builders,
+                                   build_graph_builder, check_build_inputs, downsample_image,
+                                   grid_node_features, grid_positions, make_graph_data,
+                                   node_seed_labels, normalize_node_features, register_builder)
+from graphwsss.graphs.grid import (edges_to_grid, grid_to_edges, neighbor_valid, pairwise_grid,
+                                   radius_offsets, shift)
+from graphwsss.graphs.radius import (AffinityGraphBuilder, RadiusGraphBuilder,
+                                     affinity_from_embedding, embedding_distance,
+                                     radius_graph_data, threshold_edges)
+from graphwsss.graphs.rgbxy import RGBXYGraphBuilder, rgbxy_kernel
+
+__all__ = [
+    "IGNORE_INDEX", "GraphBuilder", "available_builders", "build_graph_builder",
+    "check_build_inputs", "downsample_image", "grid_node_features", "grid_positions",
+    "make_graph_data", "node_seed_labels", "normalize_node_features", "register_builder",
+    "edges_to_grid", "grid_to_edges", "neighbor_valid", "pairwise_grid", "radius_offsets", "shift",
+    "AffinityGraphBuilder", "RadiusGraphBuilder", "affinity_from_embedding", "embedding_distance",
+    "radius_graph_data", "threshold_edges", "RGBXYGraphBuilder", "rgbxy_kernel",
+]

@@ -1,0 +1,189 @@
+"""The graph-builder interface, its registry and the node-side helpers shared by builders.
+
+Every builder turns one image (and its stride-8 node features) into a PyG ``Data`` with the same
+fields (DESIGN.md §1, §5), so builders can be swapped and benchmarked:
+
+===============  ================  ====================================================
+field            shape             meaning
+===============  ================  ====================================================
+``x``            ``[N, C]``        node features, L1-normalised per node (3.15)
+``edge_index``   ``[2, E]`` long   ``[source j, target i]`` (PyG: ``i`` aggregates)
+``edge_attr``    ``[E]`` float     edge weight ``E_ij`` (self loops included)
+``y``            ``[N]`` long      seed label per node, 255 = unlabeled
+``pos``          ``[N, 2]`` float  ``(row, col)`` of the node on the grid
+``grid_shape``   ``(h, w)``        plain tuple
+``offsets``      ``[O, 2]`` long   grid radius graphs only: the window ``(dy, dx)``
+``grid_weight``  ``[O, h, w]``     grid radius graphs only: the edges in grid form
+===============  ================  ====================================================
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, TypeVar
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+
+from graphwsss.graphs.grid import downsample_image  # noqa: F401  (re-exported)
+
+IGNORE_INDEX = 255
+
+_BUILDERS: dict[str, type["GraphBuilder"]] = {}
+BuilderType = TypeVar("BuilderType", bound=type["GraphBuilder"])
+
+
+class GraphBuilder(ABC):
+    """Build the pixel graph of one image (DESIGN.md §5).
+
+    Subclasses set ``name`` (done by :func:`register_builder`) and implement :meth:`build`.
+    Builders hold options only, no state, so one instance can build any number of graphs.
+    """
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def build(self, image: Tensor, features: Tensor, seed_labels: Tensor | None = None,
+              embedding: Tensor | None = None) -> Data:
+        """Build the graph.
+
+        Args:
+            image: ``[3, H, W]`` float in ``[0, 1]``.
+            features: ``[C, h, w]`` node features at stride 8 (post-ReLU, non-negative).
+            seed_labels: ``[h, w]`` long seeds on the node grid (255 = unlabeled), or ``None``.
+            embedding: ``[D, h, w]`` affinity embedding on the node grid, or ``None``.
+
+        Returns:
+            ``Data`` with the fields listed in :mod:`graphwsss.graphs.base`, on the device of
+            ``features``.
+        """
+
+    def __call__(self, image: Tensor, features: Tensor, seed_labels: Tensor | None = None,
+                 embedding: Tensor | None = None) -> Data:
+        return self.build(image, features, seed_labels=seed_labels, embedding=embedding)
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())
+        return f"{type(self).__name__}({options})"
+
+
+def register_builder(name: str) -> Callable[[BuilderType], BuilderType]:
+    """Class decorator: register a :class:`GraphBuilder` under ``name`` and set its ``name``."""
+
+    def decorator(cls: BuilderType) -> BuilderType:
+        if not (isinstance(cls, type) and issubclass(cls, GraphBuilder)):
+            raise TypeError(f"register_builder({name!r}) expects a GraphBuilder subclass, "
+                            f"got {cls!r}")
+        if name in _BUILDERS and _BUILDERS[name] is not cls:
+            raise ValueError(f"graph builder {name!r} is already registered "
+                             f"({_BUILDERS[name].__qualname__})")
+        cls.name = name
+        _BUILDERS[name] = cls
+        return cls
+
+    return decorator
+
+
+def available_builders() -> list[str]:
+    """Names of the registered builders, sorted."""
+    return sorted(_BUILDERS)
+
+
+def build_graph_builder(name: str, **options) -> GraphBuilder:
+    """Instantiate the builder registered under ``name`` with keyword ``options``."""
+    if name not in _BUILDERS:
+        known = ", ".join(available_builders())
+        raise ValueError(f"unknown graph builder {name!r}; known: {known}")
+    return _BUILDERS[name](**options)
+
+
+def check_build_inputs(image: Tensor, features: Tensor, seed_labels: Tensor | None = None,
+                       embedding: Tensor | None = None) -> tuple[int, int]:
+    """Validate the arguments of :meth:`GraphBuilder.build`; return the grid size ``(h, w)``."""
+    if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"image must be [3, H, W], got {_shape(image)}")
+    if not image.is_floating_point():
+        raise ValueError(f"image must be floating point in [0, 1], got {image.dtype}")
+    if not isinstance(features, Tensor) or features.ndim != 3:
+        raise ValueError(f"features must be [C, h, w], got {_shape(features)}")
+    if not features.is_floating_point():
+        raise ValueError(f"features must be floating point, got {features.dtype}")
+    h, w = features.shape[-2:]
+    if seed_labels is not None and (not isinstance(seed_labels, Tensor)
+                                    or tuple(seed_labels.shape) != (h, w)):
+        raise ValueError(f"seed_labels must be [h, w] = [{h}, {w}] like features, "
+                         f"got {_shape(seed_labels)}")
+    if embedding is not None and (not isinstance(embedding, Tensor) or embedding.ndim != 3
+                                  or tuple(embedding.shape[-2:]) != (h, w)):
+        raise ValueError(f"embedding must be [D, h, w] with h, w = {h}, {w} like features, "
+                         f"got {_shape(embedding)}")
+    return int(h), int(w)
+
+
+def normalize_node_features(x: Tensor, eps: float = 1e-12) -> Tensor:
+    r"""L1-normalise each node's feature vector, :math:`x_i / \lVert x_i \rVert_1` (3.15).
+
+    For the post-ReLU (non-negative) features of DESIGN.md §5 this is ``x_i / sum(x_i)``; an
+    all-zero row stays zero (the denominator is clamped to ``eps``).
+
+    Args:
+        x: ``[N, C]``.
+
+    Returns:
+        ``[N, C]``.
+    """
+    if x.ndim != 2:
+        raise ValueError(f"x must be [N, C], got shape {tuple(x.shape)}")
+    return x / x.abs().sum(dim=1, keepdim=True).clamp_min(eps)
+
+
+def grid_node_features(features: Tensor, eps: float = 1e-12) -> Tensor:
+    """``[C, h, w]`` grid features to ``[N, C]`` L1-normalised node features (3.15)."""
+    if features.ndim != 3:
+        raise ValueError(f"features must be [C, h, w], got shape {tuple(features.shape)}")
+    return normalize_node_features(features.flatten(1).t(), eps=eps)
+
+
+def grid_positions(h: int, w: int, device: torch.device | str | None = None,
+                   dtype: torch.dtype = torch.float32) -> Tensor:
+    """``[N, 2]`` ``(row, col)`` of each node ``n = row * w + col``."""
+    rows, cols = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
+                                torch.arange(w, device=device, dtype=dtype), indexing="ij")
+    return torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1)
+
+
+def node_seed_labels(seed_labels: Tensor | None, num_nodes: int,
+                     device: torch.device | str | None = None) -> Tensor:
+    """``[N]`` long seeds from grid seeds (any shape with ``N`` elements), all 255 if ``None``."""
+    if seed_labels is None:
+        return torch.full((num_nodes,), IGNORE_INDEX, dtype=torch.long, device=device)
+    if seed_labels.numel() != num_nodes:
+        raise ValueError(f"seed_labels has {seed_labels.numel()} entries for {num_nodes} nodes")
+    if seed_labels.is_floating_point():
+        raise ValueError(f"seed_labels must be an integer tensor, got {seed_labels.dtype}")
+    return seed_labels.reshape(-1).to(device=device, dtype=torch.long)
+
+
+def make_graph_data(features: Tensor, edge_index: Tensor, edge_weight: Tensor,
+                    seed_labels: Tensor | None = None, **extra) -> Data:
+    """Assemble the ``Data`` of a graph whose nodes are the cells of the feature grid.
+
+    Args:
+        features: ``[C, h, w]`` node features (L1-normalised here, 3.15).
+        edge_index: ``[2, E]``.
+        edge_weight: ``[E]``.
+        seed_labels: ``[h, w]`` or ``None``.
+        **extra: further attributes (e.g. ``offsets``, ``grid_weight``).
+    """
+    h, w = features.shape[-2:]
+    device = features.device
+    data = Data(x=grid_node_features(features), edge_index=edge_index, edge_attr=edge_weight,
+                y=node_seed_labels(seed_labels, h * w, device),
+                pos=grid_positions(h, w, device), **extra)
+    data.grid_shape = (int(h), int(w))
+    return data
+
+
+def _shape(value) -> str:
+    return f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__

@@ -1,0 +1,68 @@
+"""EfficientNet-Lite0: the shipped ImageNet weights, "SAME" padding, level strides and shapes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage import data, transform
+
+from graphwsss.models.efficientnet_lite import (
+    Conv2dSame, EfficientNetLite0, efficientnet_lite0, imagenet_weights_path)
+
+IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def centre_crop_224(image: np.ndarray) -> np.ndarray:
+    """The TF EfficientNet evaluation crop: the central 87.5% square, resized to 224×224."""
+    height, width = image.shape[:2]
+    side = round(0.875 * min(height, width))
+    top, left = (height - side) // 2, (width - side) // 2
+    crop = image[top:top + side, left:left + side]
+    resized = transform.resize(crop, (224, 224), order=3, anti_aliasing=True, preserve_range=True)
+    return resized.round().clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("output_stride", [32, 8])
+def test_classifies_chelsea_as_a_cat(output_stride):
+    # At output stride 8 the last stages run dilated; wrong dilations lose the cat entirely.
+    model = efficientnet_lite0(weights="imagenet", output_stride=output_stride).eval()
+    image = model.preprocess(centre_crop_224(data.chelsea()))
+    with torch.no_grad():
+        probabilities = model.classify(image[None]).softmax(dim=1)[0]
+    assert int(probabilities.argmax()) in IMAGENET_CATS
+    assert float(probabilities[IMAGENET_CATS].sum()) > 0.8
+
+
+def test_imagenet_weights_match_every_key_and_shape():
+    state = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
+    model_state = efficientnet_lite0(weights="imagenet").state_dict()
+    assert model_state.keys() == state.keys()
+    for key, value in state.items():
+        assert torch.equal(model_state[key], value), key
+
+
+@pytest.mark.parametrize("output_stride, strides", [(32, (2, 4, 8, 16, 32)),
+                                                    (16, (2, 4, 8, 16, 16)),
+                                                    (8, (2, 4, 8, 8, 8))])
+def test_levels_have_the_declared_strides_and_channels(output_stride, strides):
+    model = EfficientNetLite0(output_stride).eval()
+    assert model.strides == strides
+    assert model.channels == (16, 24, 40, 112, 320)
+    with torch.no_grad():
+        levels = model(torch.randn(1, 3, 97, 130))
+    assert [tuple(level.shape) for level in levels] == [
+        (1, channels, math.ceil(97 / stride), math.ceil(130 / stride))
+        for channels, stride in zip(model.channels, model.strides)]
+
+
+def test_same_padding_puts_the_odd_pixel_at_the_bottom_right():
+    conv = Conv2dSame(1, 1, 3, stride=2, bias=False)
+    torch.nn.init.ones_(conv.weight)
+    # 4 pixels at stride 2 need one pixel of padding; TF puts it after the image, so the
+    # first window covers pixels 0..2 entirely and the second has one padded row/column.
+    out = conv(torch.ones(1, 1, 4, 4))
+    assert out[0, 0].tolist() == [[9.0, 6.0], [6.0, 4.0]]
+    assert tuple(conv(torch.ones(1, 1, 5, 7)).shape) == (1, 1, 3, 4)
