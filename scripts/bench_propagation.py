@@ -1,0 +1,355 @@
+"""Training speed and memory of the A²GNN propagation (DESIGN.md §6) against the dense form.
+
+Cases (each timed in a fresh subprocess, so that peak-memory readings are its own):
+
+* ``ours``: :class:`graphwsss.nn.A2GNN` as graphwsss runs it (grid radius graph, tiled
+  window affinity attention, no N x N tensor);
+* ``dense``: the same math as the published code computes it, with dense N x N matrices: the
+  cosine matrix from normalised ``H H^T``, a dense edge-weight matrix, a masked row softmax
+  and ``P @ H``;
+* ``batched`` / ``single``: many MSRC-size images trained as one batched problem against one at
+  a time (each with its own model).
+
+Sizes: a VOC-size graph (63 x 47 nodes, r = 4 square window as the reference code, 5,632-d
+node features), the same at 4x the nodes (126 x 94), and 16 MSRC-size graphs (27 x 40, one
+30 x 40; 472-d features, the size of the default backbone's last three levels). Features and
+edge weights are random (the cost does not depend on their values).
+
+One epoch = forward, cross-entropy on seeded nodes, backward and an Adam step (lr 0.035,
+weight decay 5e-4). Memory: on CPU the peak resident set size during training minus the
+resident size once the inputs exist (``/proc/self/clear_refs`` resets the peak where allowed);
+on CUDA ``torch.cuda.max_memory_allocated`` above the same point.
+
+Threads: the timed subprocesses run with ``OMP_WAIT_POLICY=PASSIVE`` unless told otherwise. On
+a 2-core machine shared with other work, OpenMP's default spinning makes every small parallel
+operation wait for a descheduled thread (5-10x slower epochs measured here), which would time
+the machine's load rather than the methods; ``--threads 1`` gives the same numbers.
+
+Prints a table; the last line is one JSON object with the headline ratios. ``--quick`` runs
+fewer epochs and skips the (slow) dense 4x case, whose ratios are then ``null``.
+
+Usage: ``python scripts/bench_propagation.py [--quick] [--device auto|cpu|cuda] [--threads N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from graphwsss.graphs.grid import grid_to_edges, neighbor_valid, radius_offsets
+from graphwsss.nn.a2gnn import A2GNN
+from graphwsss.utils import resolve_device
+
+VOC = dict(height=63, width=47, in_channels=5632, num_classes=21)
+VOC_4X = dict(height=126, width=94, in_channels=5632, num_classes=21)
+MSRC_SIZES = [(27, 40)] * 15 + [(30, 40)]
+MSRC = dict(in_channels=472, num_classes=24)
+RADIUS, WINDOW = 4, "square"
+LR, WEIGHT_DECAY = 0.035, 5e-4
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+def random_image(height: int, width: int, in_channels: int, num_classes: int, offsets, seed: int):
+    """L1-normalised non-negative features [F, h, w] (3.15), edge weights [O, h, w] in (0, 1]
+    with self loops of weight 1, and seeds [h * w] on about 30 % of the nodes."""
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.rand(in_channels, height, width, generator=generator)
+    features /= features.sum(0, keepdim=True)
+    grid_weight = torch.rand(offsets.shape[0], height, width, generator=generator)
+    grid_weight[0] = 1.0
+    grid_weight *= neighbor_valid(height, width, offsets)
+    seeds = torch.randint(0, num_classes, (height * width,), generator=generator)
+    seeds[torch.rand(height * width, generator=generator) > 0.3] = 255
+    return features, grid_weight, seeds
+
+
+def pad_batch(images):
+    height = max(f.shape[1] for f, _, _ in images)
+    width = max(f.shape[2] for f, _, _ in images)
+    x = torch.stack([F.pad(f, (0, width - f.shape[2], 0, height - f.shape[1])) for f, _, _ in images])
+    grid_weight = torch.stack([F.pad(g, (0, width - g.shape[2], 0, height - g.shape[1]))
+                               for _, g, _ in images])
+    seeds = torch.stack([F.pad(s.view(f.shape[1:]), (0, width - f.shape[2], 0, height - f.shape[1]),
+                               value=255).reshape(-1) for f, _, s in images])
+    return x, grid_weight, seeds
+
+
+# --------------------------------------------------------------------------------------------
+# The dense reference (published-code form)
+# --------------------------------------------------------------------------------------------
+
+class DenseA2GNN(torch.nn.Module):
+    """One image's A²GNN with dense [N, N] cosine, edge-weight and propagation matrices."""
+
+    def __init__(self, in_channels: int, num_classes: int, hidden: int = 256, num_layers: int = 3,
+                 dropout: float = 0.5, beta: float = 10.0, form: str = "reference",
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        # Same initialisation as A2GNN for one image.
+        reference = A2GNN(in_channels, num_classes, 1, hidden, num_layers, dropout, beta, form,
+                          generators=[generator] if generator is not None else None)
+        self.embedding_weight = torch.nn.Parameter(reference.embedding_weight[0].detach().clone())
+        self.attention_weight = torch.nn.Parameter(reference.attention_weight[0].detach().clone())
+        self.output_weight = torch.nn.Parameter(reference.output_weight[0].detach().clone())
+        self.dropout, self.beta, self.form = dropout, beta, form
+
+    def forward(self, x: torch.Tensor, dense_weight: torch.Tensor):
+        """``x`` [N, F], ``dense_weight`` [N, N] (row = target i, column = source j, 0 = no edge)."""
+        h = F.dropout(F.relu(x @ self.embedding_weight), self.dropout, self.training)
+        present = dense_weight > 0
+        for layer in range(self.attention_weight.shape[0]):
+            unit = F.normalize(h, dim=1)
+            cos = unit @ unit.t()
+            positive = cos > 0
+            logits = self.attention_weight[layer] * cos + self.beta * positive * dense_weight
+            keep = present & positive if self.form == "reference" else present
+            h = torch.softmax(logits.masked_fill(~keep, float("-inf")), dim=1) @ h
+        return h @ self.output_weight, h
+
+
+def dense_weight_matrix(grid_weight: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    edge_index, edge_weight = grid_to_edges(grid_weight, offsets)
+    num_nodes = grid_weight.shape[1] * grid_weight.shape[2]
+    dense = grid_weight.new_zeros(num_nodes, num_nodes)
+    dense[edge_index[1], edge_index[0]] = edge_weight
+    return dense
+
+
+# --------------------------------------------------------------------------------------------
+# Measurement in a subprocess
+# --------------------------------------------------------------------------------------------
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_bytes() -> int:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_case(case: dict) -> dict:
+    """Build the case's inputs, then time ``warmup + epochs`` training epochs."""
+    device = resolve_device(case["device"])
+    torch.manual_seed(0)
+    offsets = radius_offsets(RADIUS, WINDOW)
+    kind = case["kind"]
+    if kind in ("ours", "dense"):
+        size = VOC if case["size"] == "voc" else VOC_4X
+        images = [random_image(size["height"], size["width"], size["in_channels"],
+                               size["num_classes"], offsets, seed=0)]
+        in_channels, num_classes = size["in_channels"], size["num_classes"]
+    else:
+        images = [random_image(h, w, MSRC["in_channels"], MSRC["num_classes"], offsets, seed=i)
+                  for i, (h, w) in enumerate(MSRC_SIZES)]
+        in_channels, num_classes = MSRC["in_channels"], MSRC["num_classes"]
+    groups = [list(range(len(images)))] if kind != "single" else [[i] for i in range(len(images))]
+    batches = []
+    for group in groups:
+        x, grid_weight, seeds = pad_batch([images[i] for i in group])
+        batches.append((x.to(device), grid_weight.to(device), seeds.to(device), group))
+    del images
+    synchronize(device)
+
+    baseline = resident_bytes()
+    reset_peak()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+
+    steps = []
+    for x, grid_weight, seeds, group in batches:
+        generators = [torch.Generator().manual_seed(index) for index in group]
+        if kind == "dense":
+            dense = dense_weight_matrix(grid_weight[0], offsets.to(device))
+            model = DenseA2GNN(in_channels, num_classes, generator=generators[0]).to(device)
+            nodes = x[0].flatten(1).t().contiguous()
+
+            def forward(model=model, nodes=nodes, dense=dense):
+                return model(nodes, dense)[0].unsqueeze(0)
+        else:
+            model = A2GNN(in_channels, num_classes, len(group), generators=generators).to(device)
+            device_offsets = offsets.to(device)
+
+            def forward(model=model, x=x, grid_weight=grid_weight, offsets=device_offsets):
+                return model(x, grid_weight=grid_weight, offsets=offsets)[0]
+        optimizer = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
+        def step(forward=forward, optimizer=optimizer, seeds=seeds):
+            logits = forward()
+            loss = sum(F.cross_entropy(logits[b], seeds[b], ignore_index=255)
+                       for b in range(logits.shape[0]))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        steps.append(step)
+
+    times = []
+    for epoch in range(case["warmup"] + case["epochs"]):
+        synchronize(device)
+        start = time.perf_counter()
+        for step in steps:  # one epoch of every model (16 of them for "single")
+            step()
+        synchronize(device)
+        if epoch >= case["warmup"]:
+            times.append(time.perf_counter() - start)
+
+    if device.type == "cuda":
+        memory = torch.cuda.max_memory_allocated(device) - baseline
+    else:
+        memory = max(peak_bytes() - baseline, 0)
+    return dict(seconds_per_epoch=statistics.median(times), epochs=len(times),
+                images=len(batches) if kind == "single" else len(batches[0][3]),
+                memory_bytes=memory, device=str(device), threads=torch.get_num_threads())
+
+
+def run_in_subprocess(case: dict, timeout: float, wait_policy: str) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), "--case", json.dumps(case)]
+    environment = dict(os.environ)
+    if wait_policy != "inherit":
+        environment["OMP_WAIT_POLICY"] = wait_policy
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              env=environment)
+    except subprocess.TimeoutExpired:
+        return dict(error=f"timed out after {timeout:.0f} s")
+    if done.returncode != 0:
+        return dict(error=done.stderr.strip().splitlines()[-1] if done.stderr.strip() else
+                    f"exit status {done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def check_dense_matches(device: torch.device) -> float:
+    """Largest logit difference between A2GNN and the dense reference on a small graph."""
+    offsets = radius_offsets(RADIUS, WINDOW)
+    features, grid_weight, _ = random_image(14, 11, 32, 5, offsets, seed=3)
+    model = A2GNN(32, 5, 1, generators=[torch.Generator().manual_seed(0)]).to(device).eval()
+    dense = DenseA2GNN(32, 5, generator=torch.Generator().manual_seed(0)).to(device).eval()
+    with torch.no_grad():
+        ours = model(features[None].to(device), grid_weight=grid_weight[None].to(device),
+                     offsets=offsets.to(device))[0][0]
+        theirs = dense(features.flatten(1).t().to(device),
+                       dense_weight_matrix(grid_weight.to(device), offsets.to(device)))[0]
+    return float((ours - theirs).abs().max())
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer epochs, no dense 4x case")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads in every case (default: torch's default)")
+    parser.add_argument("--omp-wait-policy", default="PASSIVE",
+                        choices=["PASSIVE", "ACTIVE", "inherit"],
+                        help="OMP_WAIT_POLICY of the timed subprocesses (default PASSIVE: on a "
+                             "shared machine spinning OpenMP threads stall small operations)")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.case:
+        case = json.loads(args.case)
+        if case.get("threads"):
+            torch.set_num_threads(case["threads"])
+        print(json.dumps(run_case(case)))
+        return
+
+    device = resolve_device(args.device)
+    quick = args.quick
+    cases = {
+        "voc_ours": dict(kind="ours", size="voc", warmup=1, epochs=2 if quick else 4),
+        "voc_dense": dict(kind="dense", size="voc", warmup=0 if quick else 1,
+                          epochs=1 if quick else 2),
+        "4x_ours": dict(kind="ours", size="4x", warmup=1, epochs=1 if quick else 3),
+        "4x_dense": None if quick else dict(kind="dense", size="4x", warmup=0, epochs=1),
+        "msrc_batched": dict(kind="batched", warmup=1, epochs=1 if quick else 3),
+        "msrc_single": dict(kind="single", warmup=1, epochs=1 if quick else 3),
+    }
+    print(f"device {device}, threads {args.threads or torch.get_num_threads()}, "
+          f"OMP_WAIT_POLICY {args.omp_wait_policy}, load average {os.getloadavg()[0]:.1f}, "
+          f"window {WINDOW} r={RADIUS}; dense reference max |logit difference| "
+          f"{check_dense_matches(device):.2e}")
+    header = f"{'case':14s} {'graph':28s} {'s/epoch':>9s} {'images/s':>9s} {'peak MiB':>9s}"
+    print(header)
+    print("-" * len(header))
+    results = {}
+    for name, case in cases.items():
+        if case is None:
+            print(f"{name:14s} {'(skipped with --quick)':28s}")
+            continue
+        case = dict(case, device=str(device), threads=args.threads)
+        result = run_in_subprocess(case, 600, args.omp_wait_policy)
+        results[name] = result
+        if case["kind"] in ("ours", "dense"):
+            size = VOC if case["size"] == "voc" else VOC_4X
+            graph = f"{size['height']}x{size['width']} nodes, F={size['in_channels']}"
+        else:
+            graph = f"16 x ~27x40 nodes, F={MSRC['in_channels']}"
+        if "error" in result:
+            print(f"{name:14s} {graph:28s} failed: {result['error']}")
+            continue
+        rate = result["images"] / result["seconds_per_epoch"]
+        print(f"{name:14s} {graph:28s} {result['seconds_per_epoch']:9.3f} {rate:9.2f} "
+              f"{result['memory_bytes'] / 2**20:9.1f}", flush=True)
+
+    def ratio(numerator, denominator, key):
+        a, b = results.get(numerator), results.get(denominator)
+        if not a or not b or "error" in a or "error" in b or not b[key]:
+            return None
+        return round(a[key] / b[key], 2)
+
+    batched, single = results.get("msrc_batched"), results.get("msrc_single")
+    gain = None
+    if batched and single and "error" not in batched and "error" not in single:
+        gain = round((batched["images"] / batched["seconds_per_epoch"])
+                     / (single["images"] / single["seconds_per_epoch"]), 2)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    summary = {
+        "speedup_vs_dense_voc": ratio("voc_dense", "voc_ours", "seconds_per_epoch"),
+        "speedup_vs_dense_4x": ratio("4x_dense", "4x_ours", "seconds_per_epoch"),
+        "memory_dense_over_ours_4x": ratio("4x_dense", "4x_ours", "memory_bytes"),
+        "batched_throughput_gain": gain,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
