@@ -1,4 +1,4 @@
-"""The ``graphwsss`` command line: ``info``, ``evaluate``, ``fill-boxes``, ``demo``."""
+"""The ``graphwsss`` command line: ``run``, ``evaluate``, ``fill-boxes``, ``info``, ``demo``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from graphwsss import __version__
+from graphwsss.config import ConfigError
 from graphwsss.data.errors import DataError
 from graphwsss.utils.runtime import get_logger
 
@@ -64,20 +65,35 @@ def _fill_boxes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from graphwsss.stages import filled_boxes
-    from graphwsss.stages.evaluate import evaluate_folder, format_table, write_metrics
+def _run(args: argparse.Namespace) -> int:
+    from graphwsss.config import load_config
+    from graphwsss.settings import RunSettings
+    from graphwsss.stages.run import run
 
+    overrides = [f"supervision={args.supervision}", *args.overrides]
+    settings = load_config(RunSettings, args.config, overrides)
+    metrics = run(args.data, args.out, settings)
+    if metrics is not None:
+        print(f"images {metrics['images']}  mIoU {metrics['miou']:.2f}  "
+              f"contour F {metrics['contour_f']:.2f}  seconds {metrics['seconds']:.1f}")
+    print(f"outputs in {args.out}: pseudo_labels/, instances/, config.yaml, report.html"
+          + (", metrics.json" if metrics is not None else ""))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from graphwsss.settings import RunSettings
+    from graphwsss.stages.run import run
+
+    log.info("demo: box-supervised label propagation on the bundled sample (%s)", SAMPLE_DATA)
+    metrics = run(SAMPLE_DATA, args.out, RunSettings(supervision="box"))
+    print(f"\nA²GNN + CRF pseudo labels of {metrics['images']} sample images: mIoU "
+          f"{metrics['miou']:.1f}, contour F {metrics['contour_f']:.1f} "
+          f"(GrabCut seeds: precision {metrics['seed_precision']:.1f}, "
+          f"coverage {metrics['seed_coverage']:.1f}); {metrics['seconds']:.0f} s")
     out = Path(args.out)
-    log.info("demo: the box pipeline is not in this release yet, so the demo evaluates the "
-             "filled-box baseline on the bundled sample (%s)", SAMPLE_DATA)
-    labels = filled_boxes.run(SAMPLE_DATA, out / "pseudo_labels")
-    metrics = evaluate_folder(SAMPLE_DATA, labels)
-    write_metrics(out / "metrics.json", metrics)
-    print(format_table(metrics))
-    print(f"\nfilled-box baseline on {metrics['images']} sample images: mIoU "
-          f"{metrics['miou']:.1f}, contour F {metrics['contour_f']:.1f}")
-    print(f"outputs: pseudo labels in {labels}, metrics in {out / 'metrics.json'}")
+    print(f"outputs: {out / 'pseudo_labels'}, {out / 'instances'}, {out / 'metrics.json'}, "
+          f"{out / 'report.html'}")
     return 0
 
 
@@ -106,6 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--limit", type=int, help="first N images only")
     fill.set_defaults(handler=_fill_boxes)
 
+    run = commands.add_parser(
+        "run", help="weak labels to pseudo labels: every stage, resumable",
+        description="Run every stage and write <out>/pseudo_labels/<id>.png, <out>/instances/, "
+                    "<out>/config.yaml, <out>/metrics.json (with ground truth) and "
+                    "<out>/report.html. Rerunning resumes. Settings: --config YAML, then "
+                    "key=value overrides such as graph.builder=rgbxy propagator.name=gcn "
+                    "crf.enabled=false device=cpu limit=10.")
+    run.add_argument("--data", required=True, help="data set in Pascal VOC layout")
+    run.add_argument("--supervision", required=True, choices=["box"], help="kind of weak label")
+    run.add_argument("--out", required=True, help="run folder")
+    run.add_argument("--config", help="YAML settings (configs/box_*.yaml)")
+    run.add_argument("overrides", nargs="*", metavar="key=value", help="setting overrides")
+    run.set_defaults(handler=_run)
+
     demo = commands.add_parser("demo", help="run the main job on the bundled sample")
     demo.add_argument("--out", default="outputs/demo", help="output folder")
     demo.set_defaults(handler=_demo)
@@ -116,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except DataError as error:
+    except (DataError, ConfigError) as error:
         print(f"graphwsss: error: {error}", file=sys.stderr)
         return 2
 

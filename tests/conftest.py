@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import graphwsss  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "graphwsss" / "sample_data" / "msrc-sample"
 SHARED_DATA = REPO.parent / "shared" / "data"

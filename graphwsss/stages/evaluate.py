@@ -46,13 +46,14 @@ class SegmentationEvaluator:
 
 
 def evaluate_folder(data_root: str | os.PathLike, prediction_dir: str | os.PathLike,
-                    split: str = "train", show_progress: bool = True) -> dict:
+                    split: str = "train", ids: list[str] | None = None,
+                    show_progress: bool = True) -> dict:
     """Score every ``<prediction_dir>/<id>.png`` against ``<data_root>/SegmentationClass``.
 
-    Every image of the split needs a prediction of the same size; a missing or mis-sized
+    Every image of the split (or of ``ids``) needs a prediction of the same size; a missing or mis-sized
     prediction is a :class:`DataError` naming the file.
     """
-    dataset = VOCDataset(data_root, split=split)
+    dataset = VOCDataset(data_root, split=split, ids=ids)
     if not dataset.has_ground_truth:
         raise DataError(dataset.root / "SegmentationClass", "no ground truth to evaluate against")
     prediction_dir = Path(prediction_dir)

@@ -1,0 +1,249 @@
+"""``graphwsss run``: weak labels to pseudo labels, every stage in order (DESIGN.md §1).
+
+Stages, each resumable from the files it writes under ``<out>``:
+
+1. seeds        ``seeds/<id>.png``          box seeds by GrabCut (§2)
+2. propagation  ``pseudo_labels/<id>.png``  features, graph (§5), A²GNN (§6), CRF (§7)
+                ``instances/<id>.png|json`` instance masks from boxes
+3. evaluation   ``metrics.json``            when ground truth exists (§8)
+4. report       ``report.html``             metrics and the first images side by side
+
+Under ``torchrun --nproc_per_node N`` every rank takes every N-th image; rank 0 gathers the
+metrics and writes the run-level files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from graphwsss.config import to_yaml
+from graphwsss.data.palette import read_label_png, write_label_png
+from graphwsss.data.records import Sample
+from graphwsss.data.voc import VOCDataset
+from graphwsss.graphs import build_graph_builder
+from graphwsss.losses import boxes_to_grid
+from graphwsss.metrics import SeedQuality
+from graphwsss.postprocess import (clear_outside_boxes, dense_crf, instances_from_boxes,
+                                   instances_to_coco, upsample_probs, write_instance_png)
+from graphwsss.seeds.grabcut import grabcut_box_seeds
+from graphwsss.settings import RunSettings
+from graphwsss.stages.evaluate import SegmentationEvaluator, write_metrics
+from graphwsss.stages.features import FeatureExtractor
+from graphwsss.stages.propagate import PropagationItem, estimate_batch_size, train_propagator
+from graphwsss.stages.report import write_report
+from graphwsss.utils.distributed import DistributedContext, init_distributed
+from graphwsss.utils.io import atomic_write
+from graphwsss.utils.runtime import get_logger, resolve_device, seed_everything
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run writes its outputs."""
+
+    root: Path
+
+    @property
+    def seeds(self) -> Path:
+        return self.root / "seeds"
+
+    @property
+    def pseudo_labels(self) -> Path:
+        return self.root / "pseudo_labels"
+
+    @property
+    def instances(self) -> Path:
+        return self.root / "instances"
+
+    def seed(self, image_id: str) -> Path:
+        return self.seeds / f"{image_id}.png"
+
+    def pseudo_label(self, image_id: str) -> Path:
+        return self.pseudo_labels / f"{image_id}.png"
+
+
+def grid_seeds(seeds: np.ndarray, grid_size: tuple[int, int], stride: int) -> np.ndarray:
+    """Pixel seeds ``[H, W]`` to node seeds ``[h, w]``: the seed at each cell's centre (nearest,
+    DESIGN.md §4), the centre clamped into the image for cells of the padded border."""
+    height, width = seeds.shape
+    rows = np.minimum(np.arange(grid_size[0]) * stride + stride // 2, height - 1)
+    cols = np.minimum(np.arange(grid_size[1]) * stride + stride // 2, width - 1)
+    return seeds[np.ix_(rows, cols)]
+
+
+def make_seeds(sample: Sample, settings: RunSettings) -> np.ndarray:
+    """Seed map of one image for the run's supervision (box: GrabCut in boxes, §2)."""
+    return grabcut_box_seeds(sample.image, sample.boxes, iterations=settings.seeds.grabcut_iterations,
+                             min_size=settings.seeds.min_box_size)
+
+
+class Pipeline:
+    """The stages of one run over one rank's images; see the module docstring."""
+
+    def __init__(self, dataset: VOCDataset, paths: RunPaths, settings: RunSettings,
+                 device: torch.device, show_progress: bool = True) -> None:
+        self.dataset = dataset
+        self.paths = paths
+        self.settings = settings
+        self.device = device
+        self.show_progress = show_progress
+
+    def _progress(self, items, desc: str):
+        return tqdm(items, desc=desc, disable=not self.show_progress, leave=False)
+
+    def seeds(self, image_ids: list[str]) -> None:
+        todo = [image_id for image_id in image_ids if not self.paths.seed(image_id).is_file()]
+        log.info("stage seeds: %d images (%d already done) -> %s", len(todo),
+                 len(image_ids) - len(todo), self.paths.seeds)
+        for image_id in self._progress(todo, "seeds"):
+            write_label_png(self.paths.seed(image_id), make_seeds(self.dataset.load(image_id),
+                                                                  self.settings))
+
+    def propagation(self, image_ids: list[str]) -> None:
+        todo = [image_id for image_id in image_ids if not self.paths.pseudo_label(image_id).is_file()]
+        log.info("stage propagation: %d images (%d already done), propagator %s on %s graphs, "
+                 "device %s -> %s", len(todo), len(image_ids) - len(todo),
+                 self.settings.propagator.name, self.settings.graph.builder, self.device,
+                 self.paths.pseudo_labels)
+        if not todo:
+            return
+        extractor = FeatureExtractor(self.settings.backbone, self.device)
+        builder = build_graph_builder(self.settings.graph.builder, **self._builder_options())
+        batch_size = self.settings.propagator.batch_images or estimate_batch_size(
+            extractor.channels, self.dataset.num_classes, self._typical_nodes(extractor.stride),
+            self.settings)
+        progress = tqdm(total=len(todo), desc="propagation", disable=not self.show_progress,
+                        leave=False)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            samples = [self.dataset.load(image_id) for image_id in chunk]
+            items = [self._prepare(sample, extractor, builder) for sample in samples]
+            probabilities = train_propagator(items, self.settings.propagator,
+                                             self.dataset.num_classes, self.device,
+                                             seed=self.settings.seed)
+            for sample, probs in zip(samples, probabilities):
+                self._write_outputs(sample, probs, extractor.stride)
+            progress.update(len(chunk))
+        progress.close()
+
+    def _builder_options(self) -> dict:
+        graph = self.settings.graph
+        options = {"radius": graph.radius, "threshold": graph.threshold, "shape": graph.shape}
+        if graph.builder == "rgbxy":
+            options.update(sigma_xy=graph.sigma_xy, sigma_rgb=graph.sigma_rgb)
+        return options
+
+    def _typical_nodes(self, stride: int) -> int:
+        sample = self.dataset.load(self.dataset.ids[0])
+        return math.ceil(sample.height / stride) * math.ceil(sample.width / stride)
+
+    def _prepare(self, sample: Sample, extractor: FeatureExtractor, builder) -> PropagationItem:
+        seeds = read_label_png(self.paths.seed(sample.image_id))
+        features = extractor(sample.image)
+        grid_size = tuple(features.shape[-2:])
+        stride = extractor.stride
+        image = torch.from_numpy(sample.image).to(self.device).permute(2, 0, 1).float() / 255.0
+        node_seeds = torch.from_numpy(grid_seeds(seeds, grid_size, stride).astype(np.int64))
+        graph = builder.build(image, features, seed_labels=node_seeds.to(self.device))
+        padded_size = (grid_size[0] * stride, grid_size[1] * stride)
+        boxes, box_classes = boxes_to_grid(sample.boxes, padded_size, grid_size, device=self.device)
+        return PropagationItem(
+            image_id=sample.image_id, graph=graph, image=image,
+            pixel_seeds=torch.from_numpy(seeds.astype(np.int64)).to(self.device),
+            boxes=boxes, box_classes=box_classes, stride=stride)
+
+    def _write_outputs(self, sample: Sample, probs: torch.Tensor, stride: int) -> None:
+        size = (sample.height, sample.width)
+        full = upsample_probs(probs, size, stride=stride).cpu().numpy()
+        full = clear_outside_boxes(full, sample.boxes)
+        if self.settings.crf.enabled:
+            crf = self.settings.crf
+            full = dense_crf(sample.image, full, iterations=crf.iterations,
+                             gaussian_sxy=crf.gaussian_sxy, gaussian_compat=crf.gaussian_compat,
+                             bilateral_sxy=crf.bilateral_sxy, bilateral_srgb=crf.bilateral_srgb,
+                             bilateral_compat=crf.bilateral_compat)
+            full = clear_outside_boxes(full, sample.boxes)
+        label = full.argmax(axis=0).astype(np.uint8)
+        instance = instances_from_boxes(label, sample.boxes)
+        write_instance_png(self.paths.instances / f"{sample.image_id}.png", instance)
+        coco = instances_to_coco(sample.image_id, instance, label, sample.boxes, *size)
+        atomic_write(self.paths.instances / f"{sample.image_id}.json", json.dumps(coco))
+        # The pseudo label is written last: its presence marks the image as finished.
+        write_label_png(self.paths.pseudo_label(sample.image_id), label)
+
+    def evaluate(self, image_ids: list[str]) -> tuple[SegmentationEvaluator, SeedQuality]:
+        evaluator = SegmentationEvaluator(self.dataset.class_names)
+        seed_quality = SeedQuality()
+        for image_id in self._progress(image_ids, "evaluate"):
+            ground_truth = self.dataset.load(image_id).label
+            evaluator.update(read_label_png(self.paths.pseudo_label(image_id)), ground_truth)
+            seed_quality.update(read_label_png(self.paths.seed(image_id)), ground_truth)
+        return evaluator, seed_quality
+
+
+def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunSettings,
+        show_progress: bool = True) -> dict | None:
+    """Run every stage on ``data_root`` and write the outputs under ``out_dir``.
+
+    Returns the metrics (rank 0, when ground truth exists), else ``None``.
+    """
+    started = time.perf_counter()
+    device = resolve_device(settings.device)
+    context = init_distributed(device.type)
+    if device.type == "cuda" and context.enabled:
+        device = torch.device("cuda", context.local_rank)
+        torch.cuda.set_device(device)
+    seed_everything(settings.seed)
+    dataset = VOCDataset(data_root, split=settings.split)
+    image_ids = dataset.ids[:settings.limit] if settings.limit else list(dataset.ids)
+    paths = RunPaths(Path(out_dir))
+    if context.is_main:
+        atomic_write(paths.root / "config.yaml", to_yaml(settings))
+        log.info("run: %s supervision, %d images of %s -> %s (settings in %s)",
+                 settings.supervision, len(image_ids), dataset.root, paths.root,
+                 paths.root / "config.yaml")
+    pipeline = Pipeline(dataset, paths, settings, device, show_progress and context.is_main)
+    own_ids = context.shard(image_ids)
+    pipeline.seeds(own_ids)
+    pipeline.propagation(own_ids)
+    context.barrier()
+    metrics = None
+    if dataset.has_ground_truth:
+        log.info("stage evaluation: %d images", len(own_ids))
+        partials = context.gather(pipeline.evaluate(own_ids))
+        if context.is_main:
+            evaluator, seed_quality = partials[0]
+            for other_evaluator, other_seeds in partials[1:]:
+                evaluator.merge(other_evaluator)
+                seed_quality.merge(other_seeds)
+            metrics = {**evaluator.summary(), **seed_quality.summary(),
+                       "seconds": round(time.perf_counter() - started, 2)}
+            write_metrics(paths.root / "metrics.json", metrics)
+            log.info("mIoU %.2f, contour F %.2f, seed precision %s, coverage %s -> %s",
+                     metrics["miou"], metrics["contour_f"], metrics["seed_precision"],
+                     metrics["seed_coverage"], paths.root / "metrics.json")
+    if context.is_main:
+        _merge_instances(paths, image_ids)
+        report = write_report(paths.root, dataset, image_ids[:settings.report_images], metrics,
+                              title=f"graphwsss run: {dataset.root.name}, {settings.supervision}")
+        log.info("report -> %s", report)
+    context.barrier()
+    return metrics
+
+
+def _merge_instances(paths: RunPaths, image_ids: list[str]) -> None:
+    """All images' COCO-style instance results in one ``instances/instances.json``."""
+    results = []
+    for image_id in image_ids:
+        results.extend(json.loads((paths.instances / f"{image_id}.json").read_text()))
+    atomic_write(paths.instances / "instances.json", json.dumps(results))

@@ -1,0 +1,73 @@
+"""End-to-end ``graphwsss run`` on the bundled sample: outputs, resume, torchrun."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from graphwsss.cli import main
+from graphwsss.config import load_config
+from graphwsss.data import VOCDataset, read_label_png
+from graphwsss.settings import RunSettings
+
+FAST = ["propagator.epochs_first=4", "propagator.epochs_second=4", "device=cpu"]
+
+
+def _run(sample_root, out, *overrides):
+    return main(["run", "--data", str(sample_root), "--supervision", "box", "--out", str(out),
+                 *FAST, *overrides])
+
+
+def test_run_writes_every_output_and_resumes(tmp_path, sample_root, caplog):
+    out = tmp_path / "run"
+    assert _run(sample_root, out, "limit=3") == 0
+    ids = VOCDataset(sample_root).ids[:3]
+    for image_id in ids:
+        label = read_label_png(out / "pseudo_labels" / f"{image_id}.png")
+        sample = VOCDataset(sample_root).load(image_id)
+        assert label.shape == (sample.height, sample.width)
+        # Box runs clear every class outside its own boxes.
+        allowed = {0, *sample.tags}
+        assert set(np.unique(label)) <= allowed
+        assert (out / "instances" / f"{image_id}.png").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("miou", "per_class_iou", "contour_f", "seed_precision", "seed_coverage",
+                "images", "seconds"):
+        assert key in metrics
+    assert metrics["images"] == 3 and 0 < metrics["miou"] <= 100
+    coco = json.loads((out / "instances" / "instances.json").read_text())
+    assert coco and {"image_id", "category_id", "segmentation", "bbox"} <= set(coco[0])
+    report = (out / "report.html").read_text()
+    assert report.count("<tr><th>") == 3 and "data:image/png;base64," in report
+    resolved = load_config(RunSettings, out / "config.yaml")
+    assert resolved.limit == 3 and resolved.propagator.epochs_first == 4
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "pseudo_labels").iterdir()}
+    caplog.clear()
+    assert _run(sample_root, out, "limit=4") == 0
+    assert "propagation: 1 images (3 already done)" in caplog.text
+    for name, stamp in stamps.items():
+        assert (out / "pseudo_labels" / name).stat().st_mtime_ns == stamp
+    assert json.loads((out / "metrics.json").read_text())["images"] == 4
+
+
+def test_run_rejects_unknown_setting(tmp_path, sample_root, capsys):
+    assert _run(sample_root, tmp_path / "run", "graph.bilder=rgbxy") == 2
+    assert "unknown setting(s) graph.bilder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_split_images(tmp_path, sample_root):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", "29531", "-m", "graphwsss", "run", "--data", str(sample_root),
+               "--supervision", "box", "--out", str(out), *FAST, "limit=4", "crf.enabled=false"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 4
+    assert len(list((out / "pseudo_labels").glob("*.png"))) == 4
