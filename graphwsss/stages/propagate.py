@@ -15,9 +15,9 @@ import zlib
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Data
+from tqdm import trange
 
 from graphwsss.data.records import IGNORE_INDEX
 from graphwsss.graphs.grid import downsample_image
@@ -140,7 +140,7 @@ def _padded_pixel_seeds(item: PropagationItem) -> Tensor:
 
 
 def train_propagator(items: list[PropagationItem], settings: PropagatorSettings, num_classes: int,
-                     device: torch.device, seed: int = 0) -> list[Tensor]:
+                     device: torch.device, seed: int = 0, show_progress: bool = False) -> list[Tensor]:
     """Train one model per image (batched) and return each image's probabilities ``[K, h, w]``."""
     batched = stack_graphs(items, settings.layout, device)
     in_channels = items[0].graph.x.shape[1]
@@ -158,7 +158,9 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
                             radius=settings.reg_radius) for item in items]
     use_boxes = settings.multi_point or settings.consistency
     model.train()
-    for epoch in range(settings.epochs_first + settings.epochs_second):
+    epochs = trange(settings.epochs_first + settings.epochs_second, leave=False,
+                    desc=f"{settings.name} x {len(items)} images", disable=not show_progress)
+    for epoch in epochs:
         logits, hidden = model(**batched.inputs)
         total = logits.new_zeros(())
         for index, item in enumerate(items):

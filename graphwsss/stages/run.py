@@ -84,7 +84,7 @@ def grid_seeds(seeds: np.ndarray, grid_size: tuple[int, int], stride: int) -> np
 def make_seeds(sample: Sample, settings: RunSettings) -> np.ndarray:
     """Seed map of one image for the run's supervision (box: GrabCut in boxes, §2)."""
     return grabcut_box_seeds(sample.image, sample.boxes, iterations=settings.seeds.grabcut_iterations,
-                             min_size=settings.seeds.min_box_size)
+                             min_size=settings.seeds.min_box_size, image_id=sample.image_id)
 
 
 class Pipeline:
@@ -130,7 +130,8 @@ class Pipeline:
             items = [self._prepare(sample, extractor, builder) for sample in samples]
             probabilities = train_propagator(items, self.settings.propagator,
                                              self.dataset.num_classes, self.device,
-                                             seed=self.settings.seed)
+                                             seed=self.settings.seed,
+                                             show_progress=self.show_progress)
             for sample, probs in zip(samples, probabilities):
                 self._write_outputs(sample, probs, extractor.stride)
             progress.update(len(chunk))

@@ -1,0 +1,9 @@
+"""Post-processing (DESIGN.md §7): upsampling, DenseCRF, box constraint, instance masks."""
+
+from graphwsss.postprocess.crf import clear_outside_boxes, dense_crf
+from graphwsss.postprocess.instances import (instances_from_boxes, instances_to_coco,
+                                             write_instance_png)
+from graphwsss.postprocess.upsample import upsample_probs
+
+__all__ = ["clear_outside_boxes", "dense_crf", "instances_from_boxes", "instances_to_coco",
+           "upsample_probs", "write_instance_png"]
