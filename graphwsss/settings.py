@@ -45,8 +45,8 @@ class PropagatorSettings:
     form: Literal["reference", "paper"] = "reference"
     lr: float = 0.035
     weight_decay: float = 5e-4
-    epochs_first: int = 60                    # CE + MP (+CC); published: 150
-    epochs_second: int = 60                   # ... then adding L_reg; published: 150
+    epochs_first: int = 30                    # CE + MP (+CC); published: 150 (box_*_paper.yaml)
+    epochs_second: int = 30                   # ... then adding L_reg; published: 150
     reg_weight: float = 0.01                  # λ₁ (0.01 box, 0.3 others)
     reg_radius: int = 5
     multi_point: bool = True                  # L_mp (eqs. 3.23–3.26), boxes only

@@ -215,6 +215,7 @@ class A2GNN(nn.Module):
         self.in_channels, self.num_classes, self.num_images = in_channels, num_classes, num_images
         self.hidden, self.num_layers, self.beta, self.form = hidden, num_layers, float(beta), form
         self.generators = list(generators) if generators is not None else None
+        self._structure_cache: Optional[tuple] = None
         self.dropout = BatchedDropout(dropout, self.generators)
         self.tile = tile
         self.embedding_weight = Parameter(torch.empty(num_images, in_channels, hidden))
@@ -250,7 +251,9 @@ class A2GNN(nn.Module):
             h = h.view(batch, height, width, self.hidden)
             if self.training:
                 h = self.dropout.grid(h, grid_sizes(node_mask))
-            tiles = grid_tiles(grid_weight, offsets.to(x.device), node_mask, self.tile)
+            tiles = self._graph_structure(
+                (grid_weight, offsets, node_mask),
+                lambda: grid_tiles(grid_weight, offsets.to(x.device), node_mask, self.tile))
             for layer in range(self.num_layers):
                 h = tiled_affinity_attention(h, tiles, self.attention_weight[:, layer], self.beta,
                                              self.form)
@@ -259,8 +262,10 @@ class A2GNN(nn.Module):
             num_nodes = x.shape[1]
             if self.training:
                 h = self.dropout.nodes(h, node_counts(node_mask))
-            edge_index, edge_weight = block_edges(edge_index, edge_weight, node_mask)
-            adjacency = CsrAdjacency.from_edge_index(edge_index, edge_weight, batch * num_nodes)
+            adjacency = self._graph_structure(
+                (edge_index, edge_weight, node_mask),
+                lambda: CsrAdjacency.from_edge_index(*block_edges(edge_index, edge_weight, node_mask),
+                                                     batch * num_nodes))
             h = h.reshape(batch * num_nodes, self.hidden)
             for layer in range(self.num_layers):
                 w = self.attention_weight[:, layer].repeat_interleave(num_nodes)
@@ -268,6 +273,18 @@ class A2GNN(nn.Module):
                                    adjacency)
             h = h.reshape(batch, num_nodes, self.hidden)
         return torch.bmm(h, self.output_weight), h
+
+    def _graph_structure(self, graph: tuple, build):
+        """What depends on the graph only (CSR order, window tiles), built once per graph.
+
+        Transductive training calls ``forward`` hundreds of times on the same graph tensors;
+        they are recognised by identity (the cache holds them, so they cannot be recycled).
+        """
+        cached = self._structure_cache
+        if cached is None or len(cached[0]) != len(graph) or any(
+                a is not b for a, b in zip(cached[0], graph)):
+            cached = self._structure_cache = (graph, build())
+        return cached[1]
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.num_classes}, num_images={self.num_images}, "

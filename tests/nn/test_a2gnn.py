@@ -10,15 +10,6 @@ SIZES = [(9, 7), (6, 11), (8, 8)]
 IN_CHANNELS, NUM_CLASSES = 24, 4
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny graphs: one thread avoids OpenMP hand-offs, costly on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_images(sizes=SIZES, offsets=None, seed=0):
     """Random features, random grid graphs (missing edges, self loops) and random seeds."""
     offsets = radius_offsets(2, "disc") if offsets is None else offsets

@@ -10,15 +10,6 @@ from graphwsss.nn.affinity_attention import (AffinityAttentionConv, CsrAdjacency
                                              tiled_affinity_attention)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny graphs: one thread avoids OpenMP hand-offs, costly on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_grid_graph(batch, height, width, offsets, seed=0, keep=0.7, dtype=torch.float64,
                       device="cpu"):
     """Random edge weights in (0.05, 1] with random missing edges; self loops weight 1."""

@@ -6,7 +6,7 @@ from graphwsss.nn.a2gnn import A2GNN
 from graphwsss.nn.baselines import PROPAGATORS, BatchedBaseline, build_propagator
 
 from .test_a2gnn import (IGNORE, IN_CHANNELS, NUM_CLASSES, edge_batch, generators, grid_batch,
-                         make_images, single_thread, train)  # noqa: F401  (autouse fixture)
+                         make_images, train)
 
 SIZES = [(5, 6), (4, 7)]
 
