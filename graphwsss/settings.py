@@ -27,7 +27,7 @@ class SeedSettings:
 
 @dataclass
 class GraphSettings:
-    builder: Literal["backbone", "rgbxy", "affinity", "superpixel", "knn"] = "backbone"
+    builder: Literal["backbone", "rgbxy"] = "backbone"  # backbone-feature or RGB-XY radius graph (§5)
     radius: int = 4                           # r on the stride-8 grid (code: 4 for box/scribble)
     shape: Literal["disc", "square"] = "disc"
     threshold: float = 1e-3                   # E_ij kept when D(i,j) > threshold (§5)

@@ -29,6 +29,7 @@ from graphwsss.stages.run import run
 ROWS = {
     "A²GNN + CRF": [],
     "A²GNN": ["crf.enabled=false"],
+    "A²GNN + CRF, RGB-XY graph": ["graph.builder=rgbxy"],
     "GCN + CRF": ["propagator.name=gcn"],
     "GAT + CRF": ["propagator.name=gat"],
     "AGNN + CRF": ["propagator.name=agnn"],

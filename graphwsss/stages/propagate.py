@@ -104,7 +104,7 @@ def stack_graphs(items: list[PropagationItem], layout: str, device: torch.device
     for item in items:
         if getattr(item.graph, "grid_weight", None) is None:
             raise ValueError(f"{item.image_id}: the propagation stage needs a grid radius graph "
-                             "(builders backbone, rgbxy, affinity)")
+                             "(builders backbone, rgbxy)")
     shapes = [item.grid_shape for item in items]
     batch, channels = len(items), items[0].graph.x.shape[1]
     if layout == "grid":
