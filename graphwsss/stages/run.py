@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from tqdm import tqdm
 
 from graphwsss.config import to_yaml
@@ -209,6 +210,7 @@ def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunS
     image_ids = dataset.ids[:settings.limit] if settings.limit else list(dataset.ids)
     paths = RunPaths(Path(out_dir))
     if context.is_main:
+        _warn_if_settings_changed(paths.root / "config.yaml", settings)
         atomic_write(paths.root / "config.yaml", to_yaml(settings))
         log.info("run: %s supervision, %d images of %s -> %s (settings in %s)",
                  settings.supervision, len(image_ids), dataset.root, paths.root,
@@ -240,6 +242,23 @@ def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunS
         log.info("report -> %s", report)
     context.barrier()
     return metrics
+
+
+# Settings that may change between a run and its resumption without mixing results.
+RESUMABLE_CHANGES = ("limit", "device", "report_images")
+
+
+def _warn_if_settings_changed(path: Path, settings: RunSettings) -> None:
+    """Resuming skips finished images: say so when the settings that made them differ."""
+    if not path.is_file():
+        return
+    previous = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    current = yaml.safe_load(to_yaml(settings))
+    changed = sorted(key for key in set(previous) | set(current)
+                     if key not in RESUMABLE_CHANGES and previous.get(key) != current.get(key))
+    if changed:
+        log.warning("%s: settings %s differ from the earlier run in this folder; finished images "
+                    "are kept as they are (use a new --out to redo them)", path, ", ".join(changed))
 
 
 def _merge_instances(paths: RunPaths, image_ids: list[str]) -> None:

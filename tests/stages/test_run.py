@@ -71,3 +71,13 @@ def test_torchrun_two_cpu_processes_split_images(tmp_path, sample_root):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 4
     assert len(list((out / "pseudo_labels").glob("*.png"))) == 4
+
+
+def test_resume_with_other_settings_warns(tmp_path, sample_root, caplog):
+    out = tmp_path / "run"
+    assert _run(sample_root, out, "limit=1", "crf.enabled=false") == 0
+    caplog.clear()
+    assert _run(sample_root, out, "limit=1", "crf.enabled=false") == 0
+    assert "differ from the earlier run" not in caplog.text
+    assert _run(sample_root, out, "limit=1", "crf.enabled=true", "propagator.name=none") == 0
+    assert "settings crf, propagator differ from the earlier run" in caplog.text
