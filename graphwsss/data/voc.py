@@ -196,6 +196,19 @@ class VOCDataset:
         path = self.root / "points.json"
         return parse_points(path, self.class_ids) if path.is_file() else None
 
+    def ground_truth_path(self, image_id: str) -> Path:
+        return self.root / "SegmentationClass" / f"{image_id}.png"
+
+    def ground_truth(self, image_id: str) -> np.ndarray:
+        """Only the ``[H, W]`` class map of one image, its class ids checked (for evaluation,
+        which needs no image decoding)."""
+        path = self.ground_truth_path(image_id)
+        if not path.is_file():
+            raise DataError(path, "ground-truth file is missing")
+        label = read_label_png(path)
+        self._check_class_map(label, path)
+        return label
+
     def image_path(self, image_id: str) -> Path:
         for suffix in IMAGE_SUFFIXES:
             path = self.root / "JPEGImages" / f"{image_id}{suffix}"
@@ -237,7 +250,7 @@ class VOCDataset:
                                           f"{image_path.name} is {width}x{height}")
             boxes = [clip_box(box, width, height, xml_path) for box in raw_boxes]
         label = self._optional_map("SegmentationClass", image_id, (height, width))
-        self._check_class_map(label, self.root / "SegmentationClass" / f"{image_id}.png")
+        self._check_class_map(label, self.ground_truth_path(image_id))
         instance = self._optional_map("SegmentationObject", image_id, (height, width))
         scribble = self._optional_map("SegmentationScribble", image_id, (height, width))
         self._check_class_map(scribble, self.root / "SegmentationScribble" / f"{image_id}.png")

@@ -61,8 +61,8 @@ def evaluate_folder(data_root: str | os.PathLike, prediction_dir: str | os.PathL
         raise DataError(prediction_dir, "prediction folder does not exist")
     evaluator = SegmentationEvaluator(dataset.class_names)
     for image_id in tqdm(dataset.ids, desc="evaluate", disable=not show_progress):
-        gt_path = dataset.root / "SegmentationClass" / f"{image_id}.png"
-        ground_truth = read_label_png(gt_path)
+        gt_path = dataset.ground_truth_path(image_id)
+        ground_truth = dataset.ground_truth(image_id)
         pred_path = prediction_dir / f"{image_id}.png"
         prediction = read_label_png(pred_path)
         if prediction.shape != ground_truth.shape:

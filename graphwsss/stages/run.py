@@ -187,7 +187,7 @@ class Pipeline:
         evaluator = SegmentationEvaluator(self.dataset.class_names)
         seed_quality = SeedQuality()
         for image_id in self._progress(image_ids, "evaluate"):
-            ground_truth = self.dataset.load(image_id).label
+            ground_truth = self.dataset.ground_truth(image_id)
             evaluator.update(read_label_png(self.paths.pseudo_label(image_id)), ground_truth)
             seed_quality.update(read_label_png(self.paths.seed(image_id)), ground_truth)
         return evaluator, seed_quality
