@@ -26,18 +26,69 @@ class SeedSettings:
 
 
 @dataclass
+class TrainingSettings:
+    """A network training schedule (affinity CNN §4, CAM network §3), with its augmentation."""
+
+    epochs: int = 4
+    batch_size: int = 8
+    lr: float = 0.01                          # SGD (poly decay); backbone at lr/10
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    crop_size: int = 256                      # random crop (pixels), padded when smaller
+    scale_range: tuple[float, float] = (0.7, 1.3)  # random rescale before the crop
+    flip: bool = True
+    color_jitter: float = 0.3                 # brightness/contrast/saturation strength
+    workers: int = 0                          # DataLoader worker processes
+    checkpoint: str | None = None             # use this checkpoint instead of training
+
+
+@dataclass
+class AffinitySettings:
+    """The affinity CNN (DESIGN.md §4, eqs. 3.6–3.13)."""
+
+    enabled: bool = True                      # train it when graph.builder needs it (affinity)
+    radius: int = 4                           # pair radius on the stride-8 grid (code: 4 box/scribble)
+    reg_weight: float = 3.0                   # λ of L_Aff = L_Ac + λ·L_Ar (3.13)
+    sigma_xy: float = 6.0                     # L_Ar kernel (3.12)
+    sigma_rgb: float = 0.1
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+
+
+@dataclass
+class CAMSettings:
+    """The CAM seed network (DESIGN.md §3)."""
+
+    pooling: Literal["gap", "gmp", "is", "is_binomial", "bap"] = "is"
+    fsl: Literal["none", "multinomial", "binomial"] = "multinomial"
+    fsl_weight: float | None = None           # None: 0.5 multinomial, 1.0 binomial (§3)
+    fsl_sigma: float = 5.0                    # σ of w_ij (grid pixels) (eq. 10)
+    fsl_mu: float = 2.5                       # μ of f (eq. 12)
+    fsl_learnable: bool = False               # paper: learnable σ, μ; code: fixed (default)
+    is_lambda: float | None = None            # None: 0.8 multinomial, 0.2 binomial (§3)
+    is_samples: int | None = None             # None: 100 multinomial, 10 binomial (§3)
+    output_stride: int = 8
+    inference_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+    inference_flip: bool = True
+    seed_fraction: float = 0.4                # M'_I: top 40% most confident pixels per class (§2)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+
+
+@dataclass
 class GraphSettings:
-    builder: Literal["backbone", "rgbxy"] = "backbone"  # backbone-feature or RGB-XY radius graph (§5)
+    builder: Literal["backbone", "rgbxy", "affinity", "superpixel", "knn"] = "backbone"  # (§5)
     radius: int = 4                           # r on the stride-8 grid (code: 4 for box/scribble)
     shape: Literal["disc", "square"] = "disc"
     threshold: float = 1e-3                   # E_ij kept when D(i,j) > threshold (§5)
     sigma_xy: float = 6.0                     # RGB-XY kernel (§4, eq. 3.12)
     sigma_rgb: float = 0.1
+    superpixel_method: Literal["slic", "felzenszwalb"] = "slic"  # superpixel graph (GraphNet style)
+    superpixels: int = 400                    # SLIC segments per image
+    knn_k: int = 16                           # neighbours per node of the knn graph
 
 
 @dataclass
 class PropagatorSettings:
-    name: Literal["a2gnn", "gcn", "gat", "agnn", "none"] = "a2gnn"
+    name: Literal["a2gnn", "gcn", "gat", "agnn", "none", "random_walk"] = "a2gnn"
     hidden: int = 256
     layers: int = 3
     dropout: float = 0.5
@@ -55,6 +106,8 @@ class PropagatorSettings:
     ce_on_image: bool = False                 # L_ce on logits upsampled to image size (reference code)
     batch_images: int = 0                     # images trained together; 0 = from memory_budget_gb
     memory_budget_gb: float = 2.0
+    rw_beta: float = 8.0                      # random walk: affinity raised to β (PSA style)
+    rw_log_steps: int = 8                     # random walk: T^(2^log_steps) by repeated squaring
 
 
 @dataclass
@@ -76,6 +129,8 @@ class RunSettings:
     device: str = "auto"                      # auto picks CUDA when present
     seed: int = 0
     backbone: BackboneSettings = field(default_factory=BackboneSettings)
+    cam: CAMSettings = field(default_factory=CAMSettings)
+    affinity: AffinitySettings = field(default_factory=AffinitySettings)
     seeds: SeedSettings = field(default_factory=SeedSettings)
     graph: GraphSettings = field(default_factory=GraphSettings)
     propagator: PropagatorSettings = field(default_factory=PropagatorSettings)

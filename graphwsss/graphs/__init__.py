@@ -20,7 +20,7 @@ way (``@register_builder("name")``); import their modules here so that they are 
 """
 
 from graphwsss.graphs.base import (IGNORE_INDEX, GraphBuilder, available_builders,
-                                   build_graph_builder, check_build_inputs, downsample_image,
+                                   build_graph_builder, cell_node_index, check_build_inputs, downsample_image,
                                    grid_node_features, grid_positions, make_graph_data,
                                    node_seed_labels, normalize_node_features, register_builder)
 from graphwsss.graphs.grid import (edges_to_grid, grid_to_edges, neighbor_valid, pairwise_grid,
@@ -31,7 +31,7 @@ from graphwsss.graphs.radius import (AffinityGraphBuilder, RadiusGraphBuilder,
 from graphwsss.graphs.rgbxy import RGBXYGraphBuilder, rgbxy_kernel
 
 __all__ = [
-    "IGNORE_INDEX", "GraphBuilder", "available_builders", "build_graph_builder",
+    "IGNORE_INDEX", "GraphBuilder", "available_builders", "build_graph_builder", "cell_node_index",
     "check_build_inputs", "downsample_image", "grid_node_features", "grid_positions",
     "make_graph_data", "node_seed_labels", "normalize_node_features", "register_builder",
     "edges_to_grid", "grid_to_edges", "neighbor_valid", "pairwise_grid", "radius_offsets", "shift",

@@ -14,7 +14,14 @@ field            shape             meaning
 ``grid_shape``   ``(h, w)``        plain tuple
 ``offsets``      ``[O, 2]`` long   grid radius graphs only: the window ``(dy, dx)``
 ``grid_weight``  ``[O, h, w]``     grid radius graphs only: the edges in grid form
+``cell_node``    ``[h * w]`` long  graphs whose nodes are not the grid cells (superpixel
+                                   graphs): the node of each cell ``row * w + col``
 ===============  ================  ====================================================
+
+The grid ``(h, w)`` is always the stride-8 node grid of the image: ``y`` and ``pos`` describe
+nodes, and :func:`cell_node_index` maps every grid cell to the node that predicts it (the
+identity when ``cell_node`` is absent), so propagators and losses can work on any builder's
+graph and still return ``[K, h, w]`` maps.
 """
 
 from __future__ import annotations
@@ -183,6 +190,20 @@ def make_graph_data(features: Tensor, edge_index: Tensor, edge_weight: Tensor,
                 pos=grid_positions(h, w, device), **extra)
     data.grid_shape = (int(h), int(w))
     return data
+
+
+def cell_node_index(data: Data) -> Tensor:
+    """``[h * w]`` long: the node that predicts each grid cell (identity for cell graphs)."""
+    h, w = data.grid_shape
+    cell_node = getattr(data, "cell_node", None)
+    if cell_node is None:
+        if data.num_nodes != h * w:
+            raise ValueError(f"graph has {data.num_nodes} nodes for a {h}x{w} grid and no "
+                             "cell_node mapping")
+        return torch.arange(h * w, device=data.x.device)
+    if cell_node.shape != (h * w,):
+        raise ValueError(f"cell_node must be [h * w] = [{h * w}], got {tuple(cell_node.shape)}")
+    return cell_node
 
 
 def _shape(value) -> str:
