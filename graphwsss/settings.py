@@ -31,7 +31,7 @@ class TrainingSettings:
 
     epochs: int = 4
     batch_size: int = 8
-    lr: float = 0.01                          # SGD (poly decay); backbone at lr/10
+    lr: float = 0.05                          # SGD (poly decay); backbone at lr/10
     momentum: float = 0.9
     weight_decay: float = 1e-4
     crop_size: int = 256                      # random crop (pixels), padded when smaller

@@ -51,6 +51,34 @@ class Backbone(nn.Module, ABC):
     def forward(self, images: Tensor) -> list[Tensor]:
         """``[B, 3, H, W]`` to ``[B, channels[i], ceil(H / strides[i]), ceil(W / strides[i])]``."""
 
+    @abstractmethod
+    def modules_before_level(self, level: int) -> list[nn.Module]:
+        """The modules that compute only levels ``< level`` (stem included)."""
+
+    def freeze_before_level(self, level: int) -> None:
+        """Stop gradients to every parameter that feeds only levels ``< level``.
+
+        Training the affinity CNN or the CAM network on the last three levels then skips the
+        backward pass through the high-resolution early layers (most of a CPU step's time),
+        as IRN does by freezing the stem and the first stage.
+        """
+        if not -len(self.strides) <= level < len(self.strides):
+            raise ValueError(f"level must index one of the {len(self.strides)} levels, got {level}")
+        for module in self.modules_before_level(level % len(self.strides)):
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+
+    def classifier_modules(self) -> list[nn.Module]:
+        """The modules used only by ``classify`` (the ImageNet head), none by default."""
+        return []
+
+    def freeze_classifier(self) -> None:
+        """Stop gradients to the ImageNet head, which feature extraction never uses (and which
+        DistributedDataParallel would otherwise wait for)."""
+        for module in self.classifier_modules():
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+
     def normalize(self, images: Tensor) -> Tensor:
         """RGB on the 0..255 scale (uint8 or float, channels at dim -3) to the network's input.
 

@@ -171,6 +171,13 @@ class EfficientNetLite0(Backbone):
                 levels.append(x)
         return levels
 
+    def classifier_modules(self) -> list[nn.Module]:
+        return [self._conv_head, self._bn1, self._fc]
+
+    def modules_before_level(self, level: int) -> list[nn.Module]:
+        blocks = list(self._blocks[:self.level_blocks[level - 1] + 1]) if level > 0 else []
+        return [self._conv_stem, self._bn0, *blocks]
+
     def classify(self, images: Tensor) -> Tensor:
         """ImageNet logits ``[B, 1000]`` for normalised images ``[B, 3, H, W]``."""
         features = F.relu6(self._bn1(self._conv_head(self(images)[-1])))

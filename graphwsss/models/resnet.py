@@ -108,6 +108,12 @@ class ResNet(Backbone):
             levels.append(x)
         return levels
 
+    def classifier_modules(self) -> list[nn.Module]:
+        return [self.fc]
+
+    def modules_before_level(self, level: int) -> list[nn.Module]:
+        return [self.conv1, self.bn1, *(self.layer1, self.layer2, self.layer3, self.layer4)[:level]]
+
     def classify(self, images: Tensor) -> Tensor:
         """ImageNet logits ``[B, 1000]`` for normalised images ``[B, 3, H, W]``."""
         return self.fc(self(images)[-1].mean(dim=(2, 3)))

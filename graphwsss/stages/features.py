@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from graphwsss.models.affinity import concat_levels
 from graphwsss.models.backbone import build_backbone
 from graphwsss.settings import BackboneSettings
 
@@ -29,9 +29,8 @@ class FeatureExtractor:
     @torch.no_grad()
     def __call__(self, image: np.ndarray) -> Tensor:
         inputs = self.backbone.preprocess(image).unsqueeze(0).to(self.device)
-        levels = self.backbone(inputs)[-3:]
-        size = levels[0].shape[-2:]
-        levels = [level if level.shape[-2:] == size else
-                  F.interpolate(level, size=size, mode="bilinear", align_corners=False)
-                  for level in levels]
-        return torch.relu(torch.cat(levels, dim=1))[0]
+        return torch.relu(concat_levels(self.backbone(inputs)[-3:]))[0]
+
+    def extract(self, image: np.ndarray) -> tuple[Tensor, None]:
+        """``(features [C, h, w], None)``: the node source interface (no affinity embedding)."""
+        return self(image), None

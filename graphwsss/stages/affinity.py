@@ -1,0 +1,164 @@
+"""Affinity CNN stage (DESIGN.md §4): train on a run's own seeds, then embed images for the
+``affinity`` graph builder (§5).
+
+Files under ``<run>/affinity/`` (see :mod:`graphwsss.training.loop`): ``checkpoint.pt`` after each
+epoch, ``model.pt`` once trained, ``train_log.json``. A run whose ``model.pt`` exists skips
+training; ``affinity.training.checkpoint`` points at weights trained elsewhere instead.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from graphwsss.data.errors import DataError
+from graphwsss.data.palette import read_label_png
+from graphwsss.data.voc import VOCDataset
+from graphwsss.graphs.grid import downsample_image, radius_offsets
+from graphwsss.losses.affinity import affinity_loss
+from graphwsss.models.affinity import AffinityNet
+from graphwsss.models.backbone import build_backbone
+from graphwsss.seeds.grid import grid_seeds
+from graphwsss.settings import BackboneSettings, RunSettings
+from graphwsss.training import augment, train_network
+from graphwsss.utils.runtime import get_logger
+
+log = get_logger(__name__)
+
+
+def build_affinity_network(backbone: BackboneSettings, pretrained: bool = True) -> AffinityNet:
+    """An :class:`AffinityNet` on the configured backbone (ImageNet weights when ``pretrained``)."""
+    return AffinityNet(build_backbone(backbone.name, weights=backbone.weights if pretrained else None,
+                                      output_stride=backbone.output_stride))
+
+
+def load_affinity_network(path: str | Path, device: torch.device | str,
+                          backbone: BackboneSettings | None = None) -> AffinityNet:
+    """Load trained affinity weights: a ``model.pt`` state dict, a training ``checkpoint.pt``,
+    or a folder holding ``model.pt``. Returns the network in evaluation mode on ``device``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise DataError(path, "affinity network weights not found")
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same message
+        raise DataError(path, f"cannot read affinity network weights ({error})") from error
+    state = state.get("model", state) if isinstance(state, dict) else state
+    network = build_affinity_network(backbone or BackboneSettings(), pretrained=False)
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as error:
+        raise DataError(path, f"weights do not match the {type(network.backbone).__name__} "
+                                  f"affinity network ({str(error).splitlines()[0]})") from error
+    return network.to(device).eval()
+
+
+class AffinityTrainingSet(Dataset):
+    """Images with their seed maps, augmented (DESIGN.md §4: random scale, crop, flip, jitter).
+
+    Items are dicts: ``image`` ``[3, S, S]`` float normalised for the backbone, ``seeds``
+    ``[h, w]`` long on the output grid (255 unknown and on padding), ``image_grid`` ``[3, h, w]``
+    RGB in ``[0, 1]`` averaged over each cell, ``valid`` ``[h, w]`` bool.
+    """
+
+    def __init__(self, dataset: VOCDataset, image_ids: list[str], seed_dir: str | Path,
+                 settings: RunSettings, pixel_mean, pixel_std, stride: int) -> None:
+        self.dataset = dataset
+        self.image_ids = list(image_ids)
+        self.seed_dir = Path(seed_dir)
+        self.training = settings.affinity.training
+        self.seed = settings.seed
+        self.pixel_mean = torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1)
+        self.pixel_std = torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1)
+        self.stride = stride
+        self.epoch = 0
+        missing = [image_id for image_id in self.image_ids
+                   if not (self.seed_dir / f"{image_id}.png").is_file()]
+        if missing:
+            raise DataError(self.seed_dir, f"no seed map for {len(missing)} training images "
+                                           f"(first: {missing[0]}.png); run the seeds stage first")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        image_id = self.image_ids[index]
+        image = self.dataset.load(image_id).image
+        seed_path = self.seed_dir / f"{image_id}.png"
+        seeds = read_label_png(seed_path)
+        if seeds.shape != image.shape[:2]:
+            raise DataError(seed_path, f"seed map is {seeds.shape}, image is {image.shape[:2]}")
+        rng = np.random.default_rng([self.seed, self.epoch, zlib.crc32(image_id.encode())])
+        training = self.training
+        sample = augment(image, seeds, rng, crop_size=training.crop_size,
+                         scale_range=training.scale_range, flip=training.flip,
+                         jitter=training.color_jitter)
+        size = training.crop_size
+        grid = (-(-size // self.stride),) * 2
+        pixels = torch.from_numpy(sample.image).permute(2, 0, 1).float()
+        valid = torch.from_numpy(grid_seeds(sample.valid.astype(np.uint8), grid, self.stride) > 0)
+        return {
+            "image": (pixels - self.pixel_mean) / self.pixel_std,
+            "seeds": torch.from_numpy(grid_seeds(sample.label, grid, self.stride).astype(np.int64)),
+            "image_grid": downsample_image(pixels / 255.0, *grid),
+            "valid": valid,
+        }
+
+
+class AffinityObjective:
+    """``(model, batch) -> (L_Aff, logs)`` for :func:`graphwsss.training.train_network` (3.13)."""
+
+    def __init__(self, settings: RunSettings) -> None:
+        affinity = settings.affinity
+        self.offsets = radius_offsets(affinity.radius, settings.graph.shape)
+        self.reg_weight = affinity.reg_weight
+        self.sigma_xy, self.sigma_rgb = affinity.sigma_xy, affinity.sigma_rgb
+
+    def __call__(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        _, embedding = model(batch["image"])
+        return affinity_loss(embedding, batch["seeds"], batch["image_grid"],
+                             self.offsets.to(embedding.device), reg_weight=self.reg_weight,
+                             sigma_xy=self.sigma_xy, sigma_rgb=self.sigma_rgb,
+                             valid_mask=batch["valid"])
+
+
+def train_affinity(dataset: VOCDataset, image_ids: list[str], seed_dir: str | Path,
+                   out_dir: str | Path, settings: RunSettings, device: torch.device,
+                   show_progress: bool = True) -> AffinityNet:
+    """Train the affinity CNN on ``image_ids`` with the seeds in ``seed_dir`` (resumable), or
+    load ``settings.affinity.training.checkpoint`` when set."""
+    given = settings.affinity.training.checkpoint
+    if given:
+        log.info("affinity: using trained weights %s", given)
+        return load_affinity_network(given, device, settings.backbone)
+    network = build_affinity_network(settings.backbone)
+    backbone = network.backbone
+    training_set = AffinityTrainingSet(dataset, image_ids, seed_dir, settings, backbone.pixel_mean,
+                                       backbone.pixel_std, network.stride)
+    return train_network(network, AffinityObjective(settings), training_set,
+                         settings.affinity.training, out_dir, device, seed=settings.seed,
+                         description="affinity", show_progress=show_progress)
+
+
+class AffinityEmbedder:
+    """Node features and affinity embedding of an image from a trained :class:`AffinityNet`
+    (the node source of ``graph.builder=affinity``)."""
+
+    def __init__(self, network: AffinityNet) -> None:
+        self.network = network.eval()
+        self.stride = network.stride
+        self.channels = network.channels
+
+    def extract(self, image: np.ndarray) -> tuple[Tensor, Tensor]:
+        """``[H, W, 3]`` uint8 to ``(features [C, h, w], embedding [d_A, h, w])``."""
+        return self.network.embed(image)

@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Train the affinity CNN (DESIGN.md §4) on a data set's seeds, alone or under ``torchrun``.
+
+Seeds are ``<seeds>/<id>.png`` (0 background, 1..K classes, 255 unknown), e.g. the ``seeds/``
+folder of an earlier ``graphwsss run``; without ``--seeds`` the box seeds of §2 (GrabCut in the
+boxes) are computed first into ``<out>/seeds``. Training resumes from ``<out>/checkpoint.pt``;
+the weights end in ``<out>/model.pt``, which ``graphwsss run ... graph.builder=affinity
+affinity.training.checkpoint=<out>/model.pt`` uses without retraining. Examples::
+
+    python scripts/train_affinity.py --data ../shared/data/msrc-objects --out outputs/affinity
+    torchrun --nproc_per_node 2 scripts/train_affinity.py --data DIR --seeds RUN/seeds --out OUT \\
+        affinity.training.epochs=8
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from graphwsss.config import load_config
+from graphwsss.data.voc import VOCDataset
+from graphwsss.settings import RunSettings
+from graphwsss.stages.affinity import train_affinity
+from graphwsss.stages.run import Pipeline, RunPaths
+from graphwsss.utils.distributed import init_distributed
+from graphwsss.utils.runtime import get_logger, resolve_device, seed_everything
+
+log = get_logger("train_affinity")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="data set in Pascal VOC layout")
+    parser.add_argument("--out", required=True, help="training folder")
+    parser.add_argument("--seeds", help="folder of <id>.png seed maps (default: box seeds)")
+    parser.add_argument("--config", help="YAML settings (configs/*.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args()
+    settings = load_config(RunSettings, args.config, args.overrides)
+    device = resolve_device(settings.device)
+    context = init_distributed(device.type)
+    if device.type == "cuda" and context.enabled:
+        device = torch.device("cuda", context.local_rank)
+        torch.cuda.set_device(device)
+    seed_everything(settings.seed)
+    dataset = VOCDataset(args.data, split=settings.split)
+    image_ids = dataset.ids[:settings.limit] if settings.limit else list(dataset.ids)
+    out = Path(args.out)
+    seeds = Path(args.seeds) if args.seeds else out / "seeds"
+    if not args.seeds:
+        pipeline = Pipeline(dataset, RunPaths(out), settings, device, context.is_main)
+        pipeline.seeds(context.shard(image_ids))
+        context.barrier()
+    train_affinity(dataset, image_ids, seeds, out, settings, device, show_progress=context.is_main)
+    if context.is_main:
+        log.info("affinity CNN weights in %s", out / "model.pt")
+
+
+if __name__ == "__main__":
+    main()
