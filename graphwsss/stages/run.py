@@ -3,10 +3,12 @@
 Stages, each resumable from the files it writes under ``<out>``:
 
 1. seeds        ``seeds/<id>.png``          box seeds by GrabCut (§2)
-2. propagation  ``pseudo_labels/<id>.png``  features, graph (§5), A²GNN (§6), CRF (§7)
+2. affinity     ``affinity/model.pt``       the affinity CNN trained on the seeds (§4), for
+                                            ``graph.builder=affinity``
+3. propagation  ``pseudo_labels/<id>.png``  features, graph (§5), A²GNN (§6), CRF (§7)
                 ``instances/<id>.png|json`` instance masks from boxes
-3. evaluation   ``metrics.json``            when ground truth exists (§8)
-4. report       ``report.html``             metrics and the first images side by side
+4. evaluation   ``metrics.json``            when ground truth exists (§8)
+5. report       ``report.html``             metrics and the first images side by side
 
 Under ``torchrun --nproc_per_node N`` every rank takes every N-th image; rank 0 gathers the
 metrics and writes the run-level files.
@@ -36,7 +38,9 @@ from graphwsss.metrics import SeedQuality
 from graphwsss.postprocess import (clear_outside_boxes, dense_crf, instances_from_boxes,
                                    instances_to_coco, upsample_probs, write_instance_png)
 from graphwsss.seeds.grabcut import grabcut_box_seeds
+from graphwsss.seeds.grid import grid_seeds
 from graphwsss.settings import RunSettings
+from graphwsss.stages.affinity import AffinityEmbedder, load_affinity_network, train_affinity
 from graphwsss.stages.evaluate import SegmentationEvaluator, write_metrics
 from graphwsss.stages.features import FeatureExtractor
 from graphwsss.stages.propagate import PropagationItem, estimate_batch_size, train_propagator
@@ -69,17 +73,12 @@ class RunPaths:
     def seed(self, image_id: str) -> Path:
         return self.seeds / f"{image_id}.png"
 
+    @property
+    def affinity(self) -> Path:
+        return self.root / "affinity"
+
     def pseudo_label(self, image_id: str) -> Path:
         return self.pseudo_labels / f"{image_id}.png"
-
-
-def grid_seeds(seeds: np.ndarray, grid_size: tuple[int, int], stride: int) -> np.ndarray:
-    """Pixel seeds ``[H, W]`` to node seeds ``[h, w]``: the seed at each cell's centre (nearest,
-    DESIGN.md §4), the centre clamped into the image for cells of the padded border."""
-    height, width = seeds.shape
-    rows = np.minimum(np.arange(grid_size[0]) * stride + stride // 2, height - 1)
-    cols = np.minimum(np.arange(grid_size[1]) * stride + stride // 2, width - 1)
-    return seeds[np.ix_(rows, cols)]
 
 
 def make_seeds(sample: Sample, settings: RunSettings) -> np.ndarray:
@@ -98,6 +97,7 @@ class Pipeline:
         self.settings = settings
         self.device = device
         self.show_progress = show_progress
+        self.affinity_network = None
 
     def _progress(self, items, desc: str):
         return tqdm(items, desc=desc, disable=not self.show_progress, leave=False)
@@ -118,7 +118,7 @@ class Pipeline:
                  self.paths.pseudo_labels)
         if not todo:
             return
-        extractor = FeatureExtractor(self.settings.backbone, self.device)
+        extractor = self.node_source()
         builder = build_graph_builder(self.settings.graph.builder, **self._builder_options())
         batch_size = self.settings.propagator.batch_images or estimate_batch_size(
             extractor.channels, self.dataset.num_classes, self._typical_nodes(extractor.stride),
@@ -138,8 +138,33 @@ class Pipeline:
             progress.update(len(chunk))
         progress.close()
 
+    def affinity(self, image_ids: list[str]) -> None:
+        """Train the affinity CNN on this run's seeds when the graph builder needs it (§4)."""
+        if self.settings.graph.builder != "affinity" or self.affinity_network is not None:
+            return
+        log.info("stage affinity: CNN on the seeds of %d images -> %s", len(image_ids),
+                 self.paths.affinity)
+        self.affinity_network = train_affinity(self.dataset, image_ids, self.paths.seeds,
+                                               self.paths.affinity, self.settings, self.device,
+                                               show_progress=self.show_progress)
+
+    def node_source(self) -> FeatureExtractor | AffinityEmbedder:
+        """Where node features (and the affinity embedding) come from: the trained affinity CNN
+        for ``graph.builder=affinity``, the ImageNet backbone otherwise."""
+        if self.settings.graph.builder == "affinity":
+            if self.affinity_network is None:
+                self.affinity_network = load_affinity_network(self.paths.affinity, self.device,
+                                                              self.settings.backbone)
+            return AffinityEmbedder(self.affinity_network)
+        return FeatureExtractor(self.settings.backbone, self.device)
+
     def _builder_options(self) -> dict:
         graph = self.settings.graph
+        if graph.builder == "superpixel":
+            return {"method": graph.superpixel_method, "segments": graph.superpixels,
+                    "sigma_rgb": graph.sigma_rgb, "threshold": graph.threshold}
+        if graph.builder == "knn":
+            return {"k": graph.knn_k, "threshold": graph.threshold}
         options = {"radius": graph.radius, "threshold": graph.threshold, "shape": graph.shape}
         if graph.builder == "rgbxy":
             options.update(sigma_xy=graph.sigma_xy, sigma_rgb=graph.sigma_rgb)
@@ -149,14 +174,15 @@ class Pipeline:
         sample = self.dataset.load(self.dataset.ids[0])
         return math.ceil(sample.height / stride) * math.ceil(sample.width / stride)
 
-    def _prepare(self, sample: Sample, extractor: FeatureExtractor, builder) -> PropagationItem:
+    def _prepare(self, sample: Sample, extractor, builder) -> PropagationItem:
         seeds = read_label_png(self.paths.seed(sample.image_id))
-        features = extractor(sample.image)
+        features, embedding = extractor.extract(sample.image)
         grid_size = tuple(features.shape[-2:])
         stride = extractor.stride
         image = torch.from_numpy(sample.image).to(self.device).permute(2, 0, 1).float() / 255.0
         node_seeds = torch.from_numpy(grid_seeds(seeds, grid_size, stride).astype(np.int64))
-        graph = builder.build(image, features, seed_labels=node_seeds.to(self.device))
+        graph = builder.build(image, features, seed_labels=node_seeds.to(self.device),
+                              embedding=embedding)
         padded_size = (grid_size[0] * stride, grid_size[1] * stride)
         boxes, box_classes = boxes_to_grid(sample.boxes, padded_size, grid_size, device=self.device)
         return PropagationItem(
@@ -218,6 +244,8 @@ def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunS
     pipeline = Pipeline(dataset, paths, settings, device, show_progress and context.is_main)
     own_ids = context.shard(image_ids)
     pipeline.seeds(own_ids)
+    context.barrier()            # every rank trains the affinity CNN on all seeds (DDP)
+    pipeline.affinity(image_ids)
     pipeline.propagation(own_ids)
     context.barrier()
     metrics = None
