@@ -64,6 +64,9 @@ class CAMSettings:
     fsl_sigma: float = 5.0                    # σ of w_ij (grid pixels) (eq. 10)
     fsl_mu: float = 2.5                       # μ of f (eq. 12)
     fsl_learnable: bool = False               # paper: learnable σ, μ; code: fixed (default)
+    fsl_normalization: Literal["pairs", "pixels"] = "pixels"  # Z = (hw)² (eq. 9) or hw (published
+                                              # code, the scale its loss weights were tuned at)
+    fsl_window: int | None = None             # FSL window radius; None: ceil(3σ)
     is_lambda: float | None = None            # None: 0.8 multinomial, 0.2 binomial (§3)
     is_samples: int | None = None             # None: 100 multinomial, 10 binomial (§3)
     output_stride: int = 8
@@ -107,7 +110,9 @@ class PropagatorSettings:
     batch_images: int = 0                     # images trained together; 0 = from memory_budget_gb
     memory_budget_gb: float = 2.0
     rw_beta: float = 8.0                      # random walk: affinity raised to β (PSA style)
-    rw_log_steps: int = 8                     # random walk: T^(2^log_steps) by repeated squaring
+    rw_log_steps: int = 8                     # random walk length 2^log_steps
+    rw_method: Literal["matvec", "squaring"] = "matvec"  # repeated T·S (exact) or pruned squaring
+    rw_tolerance: float = 1e-3                # pruning threshold of the squaring method
 
 
 @dataclass

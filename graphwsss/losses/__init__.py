@@ -7,6 +7,8 @@ images. Consistency checking (eqs. 3.27–3.28) edits the seeds between steps.
 
 from graphwsss.losses.consistency import consistency_check
 from graphwsss.losses.cross_entropy import seed_cross_entropy, upsampled_seed_cross_entropy
+from graphwsss.losses.feature_similarity import (FeatureSimilarityLoss, feature_similarity_loss,
+                                                 fsl_activations)
 from graphwsss.losses.multi_point import (boxes_to_grid, check_grid_boxes, multi_point_loss,
                                           select_multi_points)
 from graphwsss.losses.regularization import PottsKernel, potts_kernel, potts_regularization
@@ -22,4 +24,7 @@ __all__ = [
     "select_multi_points",
     "multi_point_loss",
     "consistency_check",
+    "feature_similarity_loss",
+    "fsl_activations",
+    "FeatureSimilarityLoss",
 ]

@@ -13,9 +13,12 @@ from graphwsss.nn.affinity_attention import (FORMS, AffinityAttentionConv, CsrAd
                                              edge_attention, grid_affinity_attention, grid_tiles,
                                              tiled_affinity_attention)
 from graphwsss.nn.baselines import PROPAGATORS, BatchedBaseline, build_propagator
+from graphwsss.nn.random_walk import (random_walk, random_walk_probabilities,
+                                      seed_label_probabilities)
 
 __all__ = [
     "A2GNN", "AffinityAttentionConv", "BatchedBaseline", "CsrAdjacency", "FORMS", "GridTiles",
     "PROPAGATORS", "attention_logits", "build_propagator", "edge_aggregate", "edge_attention",
     "grid_affinity_attention", "grid_tiles", "tiled_affinity_attention",
+    "random_walk", "random_walk_probabilities", "seed_label_probabilities",
 ]
