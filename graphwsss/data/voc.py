@@ -29,6 +29,7 @@ import numpy as np
 from graphwsss.data.errors import DataError
 from graphwsss.data.palette import read_image, read_label_png
 from graphwsss.data.records import Box, Point, Sample, tags_from_boxes
+from graphwsss.data.tags import read_tags
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -149,11 +150,14 @@ class VOCDataset:
         split: the ``ImageSets/Segmentation/<split>.txt`` list to read; when that file is
             missing, every image in ``JPEGImages`` (sorted).
         ids: an explicit list of image ids (overrides ``split``).
+        tags_file: image-level tags as JSON or CSV (:mod:`graphwsss.data.tags`); default: the
+            classes of each image's boxes in ``Annotations/``.
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train",
-                 ids: list[str] | None = None) -> None:
+                 ids: list[str] | None = None, tags_file: str | os.PathLike | None = None) -> None:
         self.root = Path(root)
+        self.tags_file = Path(tags_file) if tags_file else None
         if not self.root.is_dir():
             raise DataError(self.root, "data folder does not exist")
         self.class_names = read_class_names(self.root / "labels.txt")
@@ -190,6 +194,18 @@ class VOCDataset:
     def __iter__(self):
         for image_id in self.ids:
             yield self.load(image_id)
+
+    @cached_property
+    def _tags(self) -> dict[str, tuple[int, ...]] | None:
+        return read_tags(self.tags_file, self.class_ids) if self.tags_file else None
+
+    def tags(self, image_id: str, boxes: list[Box]) -> tuple[int, ...]:
+        """Image-level tags: from the tags file when one is given, else the boxes' classes."""
+        if self._tags is None:
+            return tags_from_boxes(boxes)
+        if image_id not in self._tags:
+            raise DataError(self.tags_file, f"no tags for image {image_id!r}")
+        return self._tags[image_id]
 
     @cached_property
     def _points(self) -> dict[str, list[Point]] | None:
@@ -262,4 +278,4 @@ class VOCDataset:
                                 f"the {width}x{height} image")
         return Sample(image_id=image_id, image=image, boxes=boxes, label=label,
                       instance=instance, scribble=scribble, points=points,
-                      tags=tags_from_boxes(boxes), image_path=image_path)
+                      tags=self.tags(image_id, boxes), image_path=image_path)
