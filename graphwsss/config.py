@@ -113,8 +113,9 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(cls: type[ConfigT], path: str | os.PathLike | None = None,
-                overrides: list[str] | None = None) -> ConfigT:
-    """Defaults of ``cls``, then the YAML file at ``path``, then ``key=value`` overrides."""
+                overrides: list[str] | None = None, defaults: list[str] | None = None) -> ConfigT:
+    """Defaults of ``cls``, then ``defaults`` (``key=value``, e.g. per supervision), then the
+    YAML file at ``path``, then ``key=value`` overrides."""
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -126,6 +127,7 @@ def load_config(cls: type[ConfigT], path: str | os.PathLike | None = None,
             raise ConfigError(f"{path}: not valid YAML ({error})") from error
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    values = _deep_merge(parse_overrides(defaults or []), values)
     values = _deep_merge(values, parse_overrides(overrides or []))
     return _build(cls, values)
 

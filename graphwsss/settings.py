@@ -128,7 +128,7 @@ class CRFSettings:
 
 @dataclass
 class RunSettings:
-    supervision: Literal["box"] = "box"
+    supervision: Literal["box", "scribble", "point", "image"] = "box"
     split: str = "train"                      # ImageSets/Segmentation/<split>.txt
     limit: int | None = None                  # first N images only
     device: str = "auto"                      # auto picks CUDA when present
@@ -141,3 +141,27 @@ class RunSettings:
     propagator: PropagatorSettings = field(default_factory=PropagatorSettings)
     crf: CRFSettings = field(default_factory=CRFSettings)
     report_images: int = 24                   # images shown in report.html
+
+
+# What changes with the kind of weak label (DESIGN.md §4, §6); applied between the defaults
+# above and a YAML file, so configs and key=value overrides still win.
+SUPERVISION_DEFAULTS: dict[str, list[str]] = {
+    "box": [],
+    "scribble": ["propagator.reg_weight=0.3", "propagator.lr=0.03", "propagator.epochs_first=50",
+                 "propagator.epochs_second=50", "propagator.multi_point=false",
+                 "propagator.consistency=false", "affinity.radius=4"],
+    "point": ["propagator.reg_weight=0.3", "propagator.lr=0.03", "propagator.epochs_first=50",
+              "propagator.epochs_second=50", "propagator.multi_point=false",
+              "propagator.consistency=false", "affinity.radius=3", "graph.radius=3"],
+    "image": ["propagator.reg_weight=0.3", "propagator.lr=0.03", "propagator.epochs_first=50",
+              "propagator.epochs_second=50", "propagator.multi_point=false",
+              "propagator.consistency=false", "affinity.radius=3", "graph.radius=3"],
+}
+
+
+def supervision_defaults(supervision: str) -> list[str]:
+    """The ``key=value`` defaults of one kind of supervision (see :data:`SUPERVISION_DEFAULTS`)."""
+    if supervision not in SUPERVISION_DEFAULTS:
+        raise ValueError(f"unknown supervision {supervision!r}; known: "
+                         f"{', '.join(SUPERVISION_DEFAULTS)}")
+    return [f"supervision={supervision}", *SUPERVISION_DEFAULTS[supervision]]
