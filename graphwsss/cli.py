@@ -57,6 +57,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_cam(args: argparse.Namespace) -> int:
+    from graphwsss.stages.evaluate import format_table, write_metrics
+    from graphwsss.stages.evaluate_cam import evaluate_cams
+
+    metrics = evaluate_cams(args.data, args.run, split=args.split)
+    print(format_table(metrics))
+    print(f"images {metrics['images']}  mIoU {metrics['miou']:.2f}  "
+          f"contour F {metrics['contour_f']:.2f}  best threshold {metrics['best_threshold']:.2f}")
+    out = args.out or str(Path(args.run) / "cam_metrics.json")
+    write_metrics(out, metrics)
+    log.info("CAM metrics written to %s", out)
+    return 0
+
+
 def _fill_boxes(args: argparse.Namespace) -> int:
     from graphwsss.stages import filled_boxes
 
@@ -78,6 +92,25 @@ def _run(args: argparse.Namespace) -> int:
               f"contour F {metrics['contour_f']:.2f}  seconds {metrics['seconds']:.1f}")
     print(f"outputs in {args.out}: pseudo_labels/, instances/, config.yaml, report.html"
           + (", metrics.json" if metrics is not None else ""))
+    return 0
+
+
+def _bench_graphs(args: argparse.Namespace) -> int:
+    import json
+
+    from graphwsss.config import load_config
+    from graphwsss.settings import RunSettings
+    from graphwsss.stages.bench_graphs import bench_graphs, format_table, headline
+
+    # "--builders a b key=value": argparse hands the overrides to --builders; take them back.
+    builders = [name for name in args.builders if "=" not in name]
+    overrides = [item for item in args.builders if "=" in item] + args.overrides
+    settings = load_config(RunSettings, args.config, ["supervision=box", *overrides])
+    result = bench_graphs(args.data, args.out, builders, settings,
+                          isolate=not args.in_process, radius_loop=not args.skip_radius_loop)
+    print(format_table(result))
+    print(f"outputs in {args.out}: bench_graphs.csv, bench_graphs.json, one run folder per builder")
+    print(json.dumps(headline(result)))
     return 0
 
 
@@ -115,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="train", help="ImageSets/Segmentation list")
     evaluate.set_defaults(handler=_evaluate)
 
+    evaluate_cam = commands.add_parser(
+        "evaluate-cam", help="score a run's CAMs: background-threshold sweep, mIoU, contour F",
+        description="Score <run>/cams/<id>.npy against the ground truth: mIoU for each "
+                    "background threshold 0.00..0.59, the best one with its per-class IoU, and "
+                    "contour F at it.")
+    evaluate_cam.add_argument("--data", required=True, help="data set in Pascal VOC layout")
+    evaluate_cam.add_argument("--run", required=True, help="run folder holding cams/")
+    evaluate_cam.add_argument("--out", help="metrics JSON (default <run>/cam_metrics.json)")
+    evaluate_cam.add_argument("--split", default="train", help="ImageSets/Segmentation list")
+    evaluate_cam.set_defaults(handler=_evaluate_cam)
+
     fill = commands.add_parser("fill-boxes", help="write the filled-box baseline labels")
     fill.add_argument("--data", required=True, help="data set in Pascal VOC layout")
     fill.add_argument("--out", required=True, help="output folder for <id>.png")
@@ -135,6 +179,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML settings (configs/box_*.yaml)")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="setting overrides")
     run.set_defaults(handler=_run)
+
+    bench = commands.add_parser(
+        "bench-graphs", help="compare graph builders: time, size, memory, purity, mIoU",
+        description="For each graph builder: a full box-supervised run with that graph (seeds "
+                    "shared between builders) for mIoU and contour F, then build time per image, "
+                    "nodes, edges, peak memory and graph purity against the ground truth; and the "
+                    "vectorised radius builder against a per-pixel Python loop. Writes "
+                    "<out>/bench_graphs.csv|json and <out>/<builder>/ run folders; the last line "
+                    "printed is one JSON object with the headline numbers.")
+    bench.add_argument("--data", required=True, help="data set in Pascal VOC layout")
+    bench.add_argument("--builders", nargs="+", metavar="NAME",
+                       default=["backbone", "rgbxy", "superpixel", "knn", "affinity"],
+                       help="graph builders, in order (default: all five)")
+    bench.add_argument("--out", default="outputs/bench_graphs", help="benchmark folder")
+    bench.add_argument("--config", help="YAML run settings (configs/box_*.yaml)")
+    bench.add_argument("--in-process", action="store_true",
+                       help="measure graphs in this process (faster; memory less isolated)")
+    bench.add_argument("--skip-radius-loop", action="store_true",
+                       help="skip the vectorised-vs-loop radius builder timing")
+    bench.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="setting overrides, e.g. limit=50 propagator.epochs_first=10")
+    bench.set_defaults(handler=_bench_graphs)
 
     demo = commands.add_parser("demo", help="run the main job on the bundled sample")
     demo.add_argument("--out", default="outputs/demo", help="output folder")

@@ -12,11 +12,26 @@ name          class                                     edge weight
 ``rgbxy``     :class:`~.rgbxy.RGBXYGraphBuilder`        RGB-XY Gaussian kernel (3.12)
 ============  ========================================  =========================================
 
-All three are radius graphs on the node grid (window ``radius_offsets(r, shape)``, edges kept
-where the weight exceeds ``threshold``, self loops of weight 1) and carry ``offsets`` and
-``grid_weight`` besides the common fields (see :mod:`graphwsss.graphs.base`). The superpixel
-region-adjacency and k-nearest-neighbour builders of DESIGN.md §5 register themselves the same
-way (``@register_builder("name")``); import their modules here so that they are registered.
+and two graphs that are not windows on the grid:
+
+==============  ==============================================  ====================================
+name            class                                           nodes, edges and edge weight
+==============  ==============================================  ====================================
+``superpixel``  :class:`~.superpixel.SuperpixelGraphBuilder`    superpixels (SLIC / Felzenszwalb),
+                                                                adjacent pairs, colour Gaussian of
+                                                                the region means (or region-feature
+                                                                L1 affinity)
+``knn``         :class:`~.knn.KNNGraphBuilder`                  grid cells, k nearest in feature
+                                                                space, ``exp(-|F_i - F_j|_1 / d)``
+==============  ==============================================  ====================================
+
+The first three are radius graphs on the node grid (window ``radius_offsets(r, shape)``, edges
+kept where the weight exceeds ``threshold``, self loops of weight 1) and carry ``offsets`` and
+``grid_weight`` besides the common fields (see :mod:`graphwsss.graphs.base`). ``superpixel`` and
+``knn`` are not window graphs (no ``offsets`` / ``grid_weight``); ``superpixel`` nodes are not
+the grid cells, so its graphs carry ``cell_node`` (see :func:`cell_node_index`). Builders
+register themselves with ``@register_builder("name")``; their modules are imported here so that
+they are registered.
 """
 
 from graphwsss.graphs.base import (IGNORE_INDEX, GraphBuilder, available_builders,
@@ -29,6 +44,10 @@ from graphwsss.graphs.radius import (AffinityGraphBuilder, RadiusGraphBuilder,
                                      affinity_from_embedding, embedding_distance,
                                      radius_graph_data, threshold_edges)
 from graphwsss.graphs.rgbxy import RGBXYGraphBuilder, rgbxy_kernel
+from graphwsss.graphs.superpixel import (SuperpixelGraphBuilder, cell_centre_pixels,
+                                         majority_cell_labels, region_adjacency,
+                                         superpixel_labels)
+from graphwsss.graphs.knn import KNNGraphBuilder, knn_edges
 
 __all__ = [
     "IGNORE_INDEX", "GraphBuilder", "available_builders", "build_graph_builder", "cell_node_index",
@@ -37,4 +56,6 @@ __all__ = [
     "edges_to_grid", "grid_to_edges", "neighbor_valid", "pairwise_grid", "radius_offsets", "shift",
     "AffinityGraphBuilder", "RadiusGraphBuilder", "affinity_from_embedding", "embedding_distance",
     "radius_graph_data", "threshold_edges", "RGBXYGraphBuilder", "rgbxy_kernel",
+    "SuperpixelGraphBuilder", "cell_centre_pixels", "majority_cell_labels", "region_adjacency",
+    "superpixel_labels", "KNNGraphBuilder", "knn_edges",
 ]
