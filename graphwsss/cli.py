@@ -81,11 +81,12 @@ def _fill_boxes(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from graphwsss.config import load_config
-    from graphwsss.settings import RunSettings
+    from graphwsss.settings import RunSettings, supervision_defaults
     from graphwsss.stages.run import run
 
-    overrides = [f"supervision={args.supervision}", *args.overrides]
-    settings = load_config(RunSettings, args.config, overrides)
+    settings = load_config(RunSettings, args.config, [f"supervision={args.supervision}",
+                                                      *args.overrides],
+                           defaults=supervision_defaults(args.supervision))
     metrics = run(args.data, args.out, settings)
     if metrics is not None:
         print(f"images {metrics['images']}  mIoU {metrics['miou']:.2f}  "
@@ -174,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "key=value overrides such as graph.builder=rgbxy propagator.name=gcn "
                     "crf.enabled=false device=cpu limit=10.")
     run.add_argument("--data", required=True, help="data set in Pascal VOC layout")
-    run.add_argument("--supervision", required=True, choices=["box"], help="kind of weak label")
+    run.add_argument("--supervision", required=True, choices=["box", "scribble", "point", "image"],
+                     help="kind of weak label (sets its defaults, DESIGN.md §2, §6)")
     run.add_argument("--out", required=True, help="run folder")
     run.add_argument("--config", help="YAML settings (configs/box_*.yaml)")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="setting overrides")

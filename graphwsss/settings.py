@@ -23,6 +23,9 @@ class BackboneSettings:
 class SeedSettings:
     grabcut_iterations: int = 5               # cv2.grabCut iterations per box (§2, eq. 3.2)
     min_box_size: int = 3                     # boxes thinner than this (px) give unknown seeds
+    superpixel_method: Literal["slic", "felzenszwalb"] = "slic"  # scribble/point expansion (§2)
+    superpixels: int = 600                    # SLIC segments per image for the expansion
+    tags_file: str | None = None              # image-level tags JSON/CSV; default: Annotations/
 
 
 @dataclass
@@ -73,6 +76,8 @@ class CAMSettings:
     inference_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
     inference_flip: bool = True
     seed_fraction: float = 0.4                # M'_I: top 40% most confident pixels per class (§2)
+    background_power: float = 1.0             # random-walk start, image tags: bg = (1 - max A)^α (§3)
+    random_walk_share: float = 0.75           # image tags: final = 1/4 A²GNN + 3/4 random walk (§2)
     training: TrainingSettings = field(default_factory=TrainingSettings)
 
 

@@ -30,17 +30,20 @@ from tqdm import tqdm
 
 from graphwsss.config import to_yaml
 from graphwsss.data.palette import read_label_png, write_label_png
-from graphwsss.data.records import Sample
+from graphwsss.data.records import IGNORE_INDEX, Sample
 from graphwsss.data.voc import VOCDataset
-from graphwsss.graphs import build_graph_builder
+from graphwsss.graphs import build_graph_builder, downsample_image
 from graphwsss.losses import boxes_to_grid
 from graphwsss.metrics import SeedQuality
+from graphwsss.nn.random_walk import random_walk_probabilities
 from graphwsss.postprocess import (clear_outside_boxes, dense_crf, instances_from_boxes,
                                    instances_to_coco, upsample_probs, write_instance_png)
 from graphwsss.seeds.grabcut import grabcut_box_seeds
+from graphwsss.seeds.sparse import merge_seeds, points_to_map, require_weak_label, superpixel_expansion
 from graphwsss.seeds.grid import grid_seeds
 from graphwsss.settings import RunSettings
 from graphwsss.stages.affinity import AffinityEmbedder, load_affinity_network, train_affinity
+from graphwsss.stages.cam import confident_cam_seeds, infer_cams, read_cams, train_cam
 from graphwsss.stages.evaluate import SegmentationEvaluator, write_metrics
 from graphwsss.stages.features import FeatureExtractor
 from graphwsss.stages.propagate import PropagationItem, estimate_batch_size, train_propagator
@@ -77,14 +80,71 @@ class RunPaths:
     def affinity(self) -> Path:
         return self.root / "affinity"
 
+    @property
+    def affinity_seeds(self) -> Path:
+        """Seeds of the affinity CNN when they differ from the GNN's (scribble, point)."""
+        return self.root / "affinity_seeds"
+
+    @property
+    def cam(self) -> Path:
+        return self.root / "cam"
+
+    def cams(self, image_id: str) -> Path:
+        return self.root / "cams" / f"{image_id}.npy"
+
     def pseudo_label(self, image_id: str) -> Path:
         return self.pseudo_labels / f"{image_id}.png"
 
 
-def make_seeds(sample: Sample, settings: RunSettings) -> np.ndarray:
-    """Seed map of one image for the run's supervision (box: GrabCut in boxes, §2)."""
-    return grabcut_box_seeds(sample.image, sample.boxes, iterations=settings.seeds.grabcut_iterations,
-                             min_size=settings.seeds.min_box_size, image_id=sample.image_id)
+def make_seeds(sample: Sample, settings: RunSettings,
+               cams: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(GNN seeds M_g, affinity-CNN seeds)`` of one image for the run's supervision (§2).
+
+    * box: GrabCut in the boxes, background outside (3.2–3.3); both the same.
+    * scribble: scribbles expanded to superpixels (M_S) for the GNN; M_S, else the CAM's
+      confident seeds M'_I, for the affinity CNN. An image whose scribbles mark no background
+      takes M'_I's confident background into M_g too (else nothing would say "background").
+    * point: points expanded to superpixels (M_P), else M'_I, for the GNN; M'_I for the CNN.
+    * image: M'_I for both.
+    """
+    supervision = settings.supervision
+    if supervision == "box":
+        seeds = grabcut_box_seeds(sample.image, sample.boxes,
+                                  iterations=settings.seeds.grabcut_iterations,
+                                  min_size=settings.seeds.min_box_size, image_id=sample.image_id)
+        return seeds, seeds
+    if cams is None:
+        raise ValueError(f"{supervision} supervision needs the image's CAMs")
+    confident = confident_cam_seeds(cams, settings.cam.seed_fraction)
+    if supervision == "image":
+        return confident, confident
+    options = {"method": settings.seeds.superpixel_method, "segments": settings.seeds.superpixels}
+    if supervision == "scribble":
+        require_weak_label(sample.scribble is not None and bool((sample.scribble != IGNORE_INDEX).any()),
+                           sample.image_path, "scribble (SegmentationScribble/<id>.png)")
+        expanded = superpixel_expansion(sample.image, sample.scribble, **options)
+        gnn = expanded
+        if not (expanded == 0).any():
+            gnn = merge_seeds(expanded, np.where(confident == 0, 0, IGNORE_INDEX).astype(np.uint8))
+        return gnn, merge_seeds(expanded, confident)
+    require_weak_label(bool(sample.points), sample.image_path, "point (points.json)")
+    points = points_to_map(sample.points, sample.height, sample.width, sample.image_id)
+    expanded = superpixel_expansion(sample.image, points, **options)
+    return merge_seeds(expanded, confident), confident
+
+
+def allowed_classes(sample: Sample, supervision: str) -> list[int]:
+    """Background and the classes the image's weak labels name: its boxes' classes, scribble
+    classes, point classes or tags. Pseudo labels never contain any other class."""
+    if supervision == "box":
+        named = {box.class_id for box in sample.boxes}
+    elif supervision == "scribble":
+        named = set(np.unique(sample.scribble).tolist()) - {IGNORE_INDEX}
+    elif supervision == "point":
+        named = {point.class_id for point in sample.points}
+    else:
+        named = set(sample.tags)
+    return sorted(named | {0})
 
 
 class Pipeline:
@@ -102,13 +162,39 @@ class Pipeline:
     def _progress(self, items, desc: str):
         return tqdm(items, desc=desc, disable=not self.show_progress, leave=False)
 
+    @property
+    def needs_cams(self) -> bool:
+        return self.settings.supervision != "box"
+
+    def cams(self, image_ids: list[str], own_ids: list[str]) -> None:
+        """Train the CAM network on every image's tags (DDP under torchrun) and write this
+        rank's CAMs (§3); only for scribble, point and image supervision."""
+        if not self.needs_cams or all(self.paths.cams(i).is_file() for i in own_ids):
+            return
+        log.info("stage cam: %s pooling, %s FSL, on the tags of %d images -> %s",
+                 self.settings.cam.pooling, self.settings.cam.fsl, len(image_ids), self.paths.cam)
+        network = train_cam(self.dataset, image_ids, self.paths.cam, self.settings, self.device,
+                            show_progress=self.show_progress)
+        infer_cams(network, self.dataset, own_ids, self.paths.root, self.settings, self.device,
+                   show_progress=self.show_progress)
+
+    def load_cams(self, sample: Sample) -> np.ndarray | None:
+        if not self.needs_cams:
+            return None
+        return read_cams(self.paths.cams(sample.image_id), self.dataset.num_classes - 1,
+                         (sample.height, sample.width))
+
     def seeds(self, image_ids: list[str]) -> None:
         todo = [image_id for image_id in image_ids if not self.paths.seed(image_id).is_file()]
-        log.info("stage seeds: %d images (%d already done) -> %s", len(todo),
-                 len(image_ids) - len(todo), self.paths.seeds)
+        log.info("stage seeds: %d images (%d already done), %s supervision -> %s", len(todo),
+                 len(image_ids) - len(todo), self.settings.supervision, self.paths.seeds)
         for image_id in self._progress(todo, "seeds"):
-            write_label_png(self.paths.seed(image_id), make_seeds(self.dataset.load(image_id),
-                                                                  self.settings))
+            sample = self.dataset.load(image_id)
+            gnn_seeds, affinity_seeds = make_seeds(sample, self.settings, self.load_cams(sample))
+            if affinity_seeds is not gnn_seeds:
+                write_label_png(self.paths.affinity_seeds / f"{image_id}.png", affinity_seeds)
+            # The GNN seeds are written last: their presence marks the image as done.
+            write_label_png(self.paths.seed(image_id), gnn_seeds)
 
     def propagation(self, image_ids: list[str]) -> None:
         todo = [image_id for image_id in image_ids if not self.paths.pseudo_label(image_id).is_file()]
@@ -133,7 +219,9 @@ class Pipeline:
                                              self.dataset.num_classes, self.device,
                                              seed=self.settings.seed,
                                              show_progress=self.show_progress)
-            for sample, probs in zip(samples, probabilities):
+            for sample, item, probs in zip(samples, items, probabilities):
+                if self.settings.supervision == "image":
+                    probs = self._fuse_random_walk(sample, item, probs)
                 self._write_outputs(sample, probs, extractor.stride)
             progress.update(len(chunk))
         progress.close()
@@ -144,7 +232,8 @@ class Pipeline:
             return
         log.info("stage affinity: CNN on the seeds of %d images -> %s", len(image_ids),
                  self.paths.affinity)
-        self.affinity_network = train_affinity(self.dataset, image_ids, self.paths.seeds,
+        seed_dir = self.paths.affinity_seeds if self.paths.affinity_seeds.is_dir() else self.paths.seeds
+        self.affinity_network = train_affinity(self.dataset, image_ids, seed_dir,
                                                self.paths.affinity, self.settings, self.device,
                                                show_progress=self.show_progress)
 
@@ -190,22 +279,47 @@ class Pipeline:
             pixel_seeds=torch.from_numpy(seeds.astype(np.int64)).to(self.device),
             boxes=boxes, box_classes=box_classes, stride=stride)
 
+    def _fuse_random_walk(self, sample: Sample, item: PropagationItem,
+                          probs: torch.Tensor) -> torch.Tensor:
+        """Image tags (§2): fuse the A²GNN's probabilities with the random walk of the CAM
+        scores over the same graph, 1 : 3 (``cam.random_walk_share``)."""
+        cams = torch.from_numpy(self.load_cams(sample)).to(self.device)
+        grid = downsample_image(cams, *item.grid_shape)
+        background = (1 - grid.max(dim=0, keepdim=True).values).clamp_min(0)
+        scores = torch.cat([background ** self.settings.cam.background_power, grid]).clamp_min(1e-5)
+        walked = random_walk_probabilities(item.graph, scores / scores.sum(0, keepdim=True),
+                                           beta=self.settings.propagator.rw_beta,
+                                           log_steps=self.settings.propagator.rw_log_steps)
+        share = self.settings.cam.random_walk_share
+        return (1 - share) * probs + share * walked
+
+    def _restrict(self, sample: Sample, full: np.ndarray) -> np.ndarray:
+        """Box runs clear every class outside its own boxes (§7); other runs clear the classes
+        the image's weak labels do not name."""
+        if self.settings.supervision == "box":
+            return clear_outside_boxes(full, sample.boxes)
+        absent = np.setdiff1d(np.arange(full.shape[0]),
+                              allowed_classes(sample, self.settings.supervision))
+        full = full.copy()
+        full[absent] = 0.0
+        return full
+
     def _write_outputs(self, sample: Sample, probs: torch.Tensor, stride: int) -> None:
         size = (sample.height, sample.width)
-        full = upsample_probs(probs, size, stride=stride).cpu().numpy()
-        full = clear_outside_boxes(full, sample.boxes)
+        full = self._restrict(sample, upsample_probs(probs, size, stride=stride).cpu().numpy())
         if self.settings.crf.enabled:
             crf = self.settings.crf
             full = dense_crf(sample.image, full, iterations=crf.iterations,
                              gaussian_sxy=crf.gaussian_sxy, gaussian_compat=crf.gaussian_compat,
                              bilateral_sxy=crf.bilateral_sxy, bilateral_srgb=crf.bilateral_srgb,
                              bilateral_compat=crf.bilateral_compat)
-            full = clear_outside_boxes(full, sample.boxes)
+            full = self._restrict(sample, full)
         label = full.argmax(axis=0).astype(np.uint8)
-        instance = instances_from_boxes(label, sample.boxes)
-        write_instance_png(self.paths.instances / f"{sample.image_id}.png", instance)
-        coco = instances_to_coco(sample.image_id, instance, label, sample.boxes, *size)
-        atomic_write(self.paths.instances / f"{sample.image_id}.json", json.dumps(coco))
+        if sample.boxes:
+            instance = instances_from_boxes(label, sample.boxes)
+            write_instance_png(self.paths.instances / f"{sample.image_id}.png", instance)
+            coco = instances_to_coco(sample.image_id, instance, label, sample.boxes, *size)
+            atomic_write(self.paths.instances / f"{sample.image_id}.json", json.dumps(coco))
         # The pseudo label is written last: its presence marks the image as finished.
         write_label_png(self.paths.pseudo_label(sample.image_id), label)
 
@@ -232,7 +346,7 @@ def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunS
         device = torch.device("cuda", context.local_rank)
         torch.cuda.set_device(device)
     seed_everything(settings.seed)
-    dataset = VOCDataset(data_root, split=settings.split)
+    dataset = VOCDataset(data_root, split=settings.split, tags_file=settings.seeds.tags_file)
     image_ids = dataset.ids[:settings.limit] if settings.limit else list(dataset.ids)
     paths = RunPaths(Path(out_dir))
     if context.is_main:
@@ -243,6 +357,8 @@ def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunS
                  paths.root / "config.yaml")
     pipeline = Pipeline(dataset, paths, settings, device, show_progress and context.is_main)
     own_ids = context.shard(image_ids)
+    pipeline.cams(image_ids, own_ids)
+    context.barrier()
     pipeline.seeds(own_ids)
     context.barrier()            # every rank trains the affinity CNN on all seeds (DDP)
     pipeline.affinity(image_ids)
@@ -293,5 +409,9 @@ def _merge_instances(paths: RunPaths, image_ids: list[str]) -> None:
     """All images' COCO-style instance results in one ``instances/instances.json``."""
     results = []
     for image_id in image_ids:
-        results.extend(json.loads((paths.instances / f"{image_id}.json").read_text()))
+        path = paths.instances / f"{image_id}.json"
+        if path.is_file():                   # box runs only: instances come from boxes
+            results.extend(json.loads(path.read_text()))
+    if not results and not paths.instances.is_dir():
+        return
     atomic_write(paths.instances / "instances.json", json.dumps(results))

@@ -81,3 +81,45 @@ def test_resume_with_other_settings_warns(tmp_path, sample_root, caplog):
     assert "differ from the earlier run" not in caplog.text
     assert _run(sample_root, out, "limit=1", "crf.enabled=true", "propagator.name=none") == 0
     assert "settings crf, propagator differ from the earlier run" in caplog.text
+
+
+SPARSE_FAST = ["limit=2", "cam.training.epochs=1", "cam.training.batch_size=2",
+               "cam.training.crop_size=64", "cam.inference_scales=[1.0]",
+               "cam.inference_flip=false", "crf.enabled=false", "propagator.epochs_first=2",
+               "propagator.epochs_second=1", "device=cpu"]
+
+
+@pytest.mark.parametrize("supervision", ["scribble", "point", "image"])
+def test_runs_from_scribbles_points_and_tags(tmp_path, sample_root, supervision):
+    out = tmp_path / supervision
+    assert main(["run", "--data", str(sample_root), "--supervision", supervision, "--out",
+                 str(out), *SPARSE_FAST]) == 0
+    settings = load_config(RunSettings, None, [], defaults=None)
+    written = __import__("yaml").safe_load((out / "config.yaml").read_text())
+    assert written["supervision"] == supervision
+    assert written["propagator"]["reg_weight"] == 0.3 and not written["propagator"]["multi_point"]
+    assert settings.propagator.reg_weight == 0.01           # box defaults untouched
+    dataset = VOCDataset(sample_root)
+    for image_id in dataset.ids[:2]:
+        sample = dataset.load(image_id)
+        assert (out / "cams" / f"{image_id}.npy").is_file()
+        label = read_label_png(out / "pseudo_labels" / f"{image_id}.png")
+        named = {
+            "scribble": set(np.unique(sample.scribble).tolist()) - {255},
+            "point": {point.class_id for point in sample.points},
+            "image": set(sample.tags),
+        }[supervision]
+        assert set(np.unique(label).tolist()) <= named | {0}
+        if supervision != "image":
+            assert (out / "affinity_seeds" / f"{image_id}.png").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 2
+
+
+def test_scribble_run_without_scribbles_names_the_image(tmp_path, sample_copy, capsys):
+    first = VOCDataset(sample_copy).ids[0]
+    (sample_copy / "SegmentationScribble" / f"{first}.png").unlink()
+    assert main(["run", "--data", str(sample_copy), "--supervision", "scribble", "--out",
+                 str(tmp_path / "run"), *SPARSE_FAST]) == 2
+    message = capsys.readouterr().err
+    assert first in message and "no scribble" in message
