@@ -65,51 +65,66 @@ def check_form(form: str) -> None:
 # The rule itself (3.17-3.18), on any layout of per-edge scalars.
 # --------------------------------------------------------------------------------------------
 
-def attention_logits(cos: Tensor, edge_weight: Tensor, w: Tensor, beta: float, form: str,
-                     present: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-    r"""Per-edge attention logits and which edges take part in the softmax (3.18).
+def attention_logits(cos: Tensor, edge_term: Tensor, w: Tensor, form: str,
+                     present: Optional[Tensor] = None) -> Tensor:
+    r"""Per-edge attention logits (3.18), :math:`-\infty` where the edge takes no part in the
+    softmax.
 
     .. math::
-        \ell_{ij} = w \cos_{ij} + \beta\,[\cos_{ij} > 0]\,E_{ij}
+        \ell_{ij} = w \cos_{ij} + [\cos_{ij} > 0]\,\beta E_{ij}
+
+    Under ``form="reference"`` edges with :math:`\cos_{ij} \le 0` are dropped
+    (:math:`\ell_{ij} = -\infty`); under ``"paper"`` they stay, without the edge term. Edges
+    that do not exist (``present`` false) are dropped under both forms.
 
     Args:
         cos: per-edge cosines, any shape.
-        edge_weight: :math:`E_{ij}`, broadcastable to ``cos``.
+        edge_term: :math:`\beta E_{ij}`, broadcastable to ``cos`` (graph-only, so callers
+            running many layers compute it once).
         w: the layer's scalar, broadcastable to ``cos`` (one value per image or per edge).
-        beta: weight of the edge term.
-        form: ``"reference"`` (drop edges with :math:`\cos \le 0`) or ``"paper"`` (keep them).
+        form: ``"reference"`` or ``"paper"``.
         present: bool mask of the edges that exist (broadcastable), or ``None`` for all.
 
     Returns:
-        ``(logits, keep)``, both shaped like ``cos``.
+        The logits, shaped like ``cos``.
     """
     positive = cos > 0
-    logits = w * cos + beta * positive * edge_weight
-    keep = positive if form == "reference" else torch.ones_like(positive)
-    if present is not None:
-        keep = keep & present
-    return logits, keep
+    if form == "reference":
+        keep = positive if present is None else positive & present
+        return torch.where(keep, torch.addcmul(edge_term, w, cos), float("-inf"))
+    logits = torch.addcmul(torch.where(positive, edge_term, 0.0), w, cos)
+    return logits if present is None else logits.masked_fill(~present, float("-inf"))
 
 
-def masked_softmax(logits: Tensor, keep: Tensor, dim: int) -> Tensor:
-    """Softmax of ``logits`` along ``dim`` over the entries where ``keep``; zero where no entry is kept."""
-    masked = logits.masked_fill(~keep, float("-inf"))
+def masked_softmax(logits: Tensor, dim: int) -> Tensor:
+    r"""Softmax of ``logits`` along ``dim`` over its finite entries (:math:`-\infty` marks a
+    dropped edge); zero where every entry is dropped."""
+    # A row of -inf only gives NaN (0 / 0): those rows take no part and receive zero.
+    return torch.softmax(logits, dim=dim).nan_to_num_(nan=0.0)
+
+
+def segment_masked_softmax(logits: Tensor, target: Tensor, num_nodes: int) -> Tensor:
+    r""":func:`masked_softmax` over groups of edges sharing a ``target`` node, for every trailing
+    column (e.g. attention heads) separately. The softmax of all graph attention layers here.
+
+    Args:
+        logits: ``[E]`` or ``[E, H]``; :math:`-\infty` drops an edge.
+        target: ``[E]`` target node of each edge.
+        num_nodes: ``N``.
+
+    Returns:
+        like ``logits``; each target's finite entries' weights sum to 1 (all 0 if it has none).
+    """
+    index = target.view(-1, *([1] * (logits.ndim - 1))).expand_as(logits)
+    groups = (num_nodes, *logits.shape[1:])
     # The maximum only stabilises exp (softmax is shift invariant): no gradient through it.
-    top = masked.detach().amax(dim=dim, keepdim=True)
+    top = logits.new_full(groups, float("-inf")).scatter_reduce(
+        0, index, logits.detach(), reduce="amax", include_self=True)
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    scores = torch.exp(masked - top)
-    return scores / scores.sum(dim=dim, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
-
-
-def segment_masked_softmax(logits: Tensor, keep: Tensor, target: Tensor, num_nodes: int) -> Tensor:
-    """:func:`masked_softmax` over groups of edges sharing a ``target`` node. Shapes: ``[E]``."""
-    masked = logits.masked_fill(~keep, float("-inf"))
-    top = masked.new_full((num_nodes,), float("-inf")).scatter_reduce(
-        0, target, masked.detach(), reduce="amax", include_self=True)
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    scores = torch.exp(masked - top[target])
-    total = scores.new_zeros(num_nodes).index_add(0, target, scores)
-    return scores / total.clamp_min(torch.finfo(scores.dtype).tiny)[target]
+    # index_select, not [target]: its backward is an index_add, far faster than index_put.
+    scores = torch.exp(logits - top.index_select(0, target))
+    total = scores.new_zeros(groups).index_add(0, target, scores)
+    return scores / total.clamp_min(torch.finfo(scores.dtype).tiny).index_select(0, target)
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,7 +206,7 @@ class CsrAdjacency:
             crow[1:] = torch.cumsum(torch.bincount(self.source, minlength=self.num_nodes), 0)
             self._transpose = (crow, self.target[permutation], permutation)
         crow, column, permutation = self._transpose
-        return _csr(crow, column, values[permutation], self.num_nodes)
+        return _csr(crow, column, values.index_select(0, permutation), self.num_nodes)
 
 
 def _csr(crow: Tensor, column: Tensor, values: Tensor, num_nodes: int) -> Tensor:
@@ -267,12 +282,12 @@ def edge_attention(x: Tensor, adjacency: CsrAdjacency, w: Tensor, beta: float = 
                          f"{tuple(x.shape)}")
     w = w.reshape(-1)
     if w.numel() == x.shape[0]:
-        w = w[adjacency.target]
+        w = w.index_select(0, adjacency.target)
     elif w.numel() != 1:
         raise ValueError(f"w must hold 1 or N = {x.shape[0]} values, got {w.numel()}")
     cos = _EdgeSelfDot.apply(F.normalize(x, dim=-1), adjacency)
-    logits, keep = attention_logits(cos, adjacency.edge_weight, w, beta, form)
-    return segment_masked_softmax(logits, keep, adjacency.target, adjacency.num_nodes)
+    logits = attention_logits(cos, beta * adjacency.edge_weight, w, form)
+    return segment_masked_softmax(logits, adjacency.target, adjacency.num_nodes)
 
 
 def edge_aggregate(p: Tensor, x: Tensor, adjacency: CsrAdjacency) -> Tensor:
@@ -465,6 +480,13 @@ class GridTiles:
                  present: Tensor) -> None:
         self.window, self.shape = window, shape
         self.edge_weight, self.present = edge_weight, present
+        self._edge_terms: dict[float, Tensor] = {}
+
+    def edge_term(self, beta: float) -> Tensor:
+        """:math:`\beta E` ``[B * tiles, T², S²]``, computed once per ``beta``."""
+        if beta not in self._edge_terms:
+            self._edge_terms[beta] = beta * self.edge_weight
+        return self._edge_terms[beta]
 
     @property
     def tiles_per_image(self) -> int:
@@ -528,8 +550,9 @@ class _TiledAffinityAttention(torch.autograd.Function):
         cos = torch.bmm(center, around.transpose(1, 2))
         cos.mul_(window.to_tiles(inverse)).mul_(window.neighbourhoods(inverse).transpose(1, 2))
         w_tiles = w.repeat_interleave(tiles.tiles_per_image).view(-1, 1, 1)
-        logits, keep = attention_logits(cos, tiles.edge_weight, w_tiles, beta, form, tiles.present)
-        p = masked_softmax(logits, keep, dim=-1)
+        logits = attention_logits(cos, tiles.edge_term(beta), w_tiles, form, tiles.present)
+        p = masked_softmax(logits, dim=-1)
+        del logits
         ctx.save_for_backward(h, w, p, cos)
         ctx.tiles = tiles
         return window.from_tiles(torch.bmm(p, around), height, width)
@@ -545,13 +568,12 @@ class _TiledAffinityAttention(torch.autograd.Function):
         grad_tiles = window.to_tiles(grad)
         w_tiles = w.repeat_interleave(tiles.tiles_per_image).view(-1, 1, 1)
         # Softmax: dL/dlogits = p (dL/dp - sum p dL/dp); masked entries have p = 0.
-        grad_logits = p * torch.bmm(grad_tiles, around.transpose(1, 2))
+        grad_logits = torch.bmm(grad_tiles, around.transpose(1, 2)).mul_(p)
         grad_logits.addcmul_(p, grad_logits.sum(-1, keepdim=True), value=-1.0)
         # The edge term beta [cos > 0] E is piecewise constant in cos: only w cos has a slope,
-        # dL/dcos = w dL/dlogits.
-        grad_cos_times_cos = grad_logits * cos
-        grad_w = grad_cos_times_cos.sum((1, 2)).view(w.shape[0], -1).sum(1)
-        grad_cos_times_cos.mul_(w_tiles)
+        # dL/dcos = w dL/dlogits. (w is constant per tile: it scales the sums below.)
+        grad_logits_times_cos = grad_logits * cos
+        grad_w = grad_logits_times_cos.sum((1, 2)).view(w.shape[0], -1).sum(1)
         # cos = (h_i . h_j) |h_i|^-1 |h_j|^-1.
         grad_dots = grad_logits.mul_(w_tiles * window.to_tiles(inverse))
         grad_dots.mul_(window.neighbourhoods(inverse).transpose(1, 2))
@@ -562,8 +584,9 @@ class _TiledAffinityAttention(torch.autograd.Function):
         # cos is linear in each inverse norm, so (dL/d|h|^-1) |h|^-1 = sum of dL/dcos * cos over
         # the node's appearances as i (rows) and as j (columns); d|h|^-1/dh = -|h|^-3 h.
         grad_inverse_times_inverse = (
-            window.from_tiles(grad_cos_times_cos.sum(2, keepdim=True), height, width)
-            + window.fold(grad_cos_times_cos.sum(1).unsqueeze(-1), height, width))
+            window.from_tiles(grad_logits_times_cos.sum(2, keepdim=True) * w_tiles, height, width)
+            + window.fold((grad_logits_times_cos.sum(1) * w_tiles[:, 0]).unsqueeze(-1), height,
+                          width))
         slope = inverse.square() * (norm > NORM_EPS)
         grad_h = grad_h - (grad_inverse_times_inverse * slope) * h
         return grad_h, grad_w, None, None, None

@@ -1,28 +1,50 @@
 r"""Baseline propagators with the A²GNN's batched interface, and the factory of all propagators.
 
-Every propagator built by :func:`build_propagator` trains ``B`` independent per-image models and
-shares :meth:`graphwsss.nn.a2gnn.A2GNN.forward`'s signature and outputs ``(logits [B, Nmax, K],
-hidden [B, Nmax, hidden])``, for the grid and the edge layouts alike, so that the propagation
+Every propagator built by :func:`build_propagator` trains ``B`` independent per-image models as
+one batched problem (:mod:`graphwsss.nn.batched`: parameters with a leading image dimension,
+the batch's graphs one block-diagonal edge list) and returns ``(logits [B, Nmax, K],
+hidden [B, Nmax, hidden])`` for the grid and the edge layouts alike, so that the propagation
 stage and the benchmarks can swap them by name:
 
 ==========  =================================================================================
 name        per image
 ==========  =================================================================================
 ``a2gnn``   :class:`~graphwsss.nn.a2gnn.A2GNN` (3.16–3.19)
-``gcn``     embedding, ``L`` :class:`~torch_geometric.nn.GCNConv` (edge weights used, ReLU
-            between layers), output layer
-``gat``     embedding, ``L`` :class:`~torch_geometric.nn.GATConv` (``heads`` heads concatenated,
-            edge weight as a 1-d edge feature, ReLU between layers), output layer
-``agnn``    embedding, ``L`` :class:`~torch_geometric.nn.AGNNConv` (no edge weights, no
-            nonlinearity, as the A²GNN), output layer
+``gcn``     embedding, ``L`` GCN layers (as :class:`~torch_geometric.nn.GCNConv`, edge weights
+            used, ReLU between layers), output layer
+``gat``     embedding, ``L`` GAT layers (as :class:`~torch_geometric.nn.GATConv`: ``heads``
+            heads concatenated, edge weight as a 1-d edge feature, ReLU between layers),
+            output layer
+``agnn``    embedding, ``L`` AGNN layers (as :class:`~torch_geometric.nn.AGNNConv`: no edge
+            weights, no nonlinearity, as the A²GNN), output layer
 ``none``    embedding and output layer only: a per-node seed classifier, no propagation
 ==========  =================================================================================
 
 The embedding is :math:`H^1 = \operatorname{dropout}(\operatorname{ReLU}(X W^0))` and the output
-:math:`H^{L+1} W^{L+1}`, both without bias, as in the A²GNN. The baselines hold one small model
-per image (an ``nn.ModuleList``) and loop over the images; each model is initialised under a
-seed drawn from its image's generator and draws its dropout masks from it, so a batch and each
-image alone give the same results.
+:math:`H^{L+1} W^{L+1}`, both without bias, as in the A²GNN; the layers have no bias either.
+Each layer computes exactly what the PyG layer computes for one image (checked against the PyG
+layers with copied weights in ``tests/nn/test_baselines.py``), with the per-edge work done once
+for the whole batch by the CSR functions of :mod:`graphwsss.nn.affinity_attention`
+(:class:`~graphwsss.nn.affinity_attention.CsrAdjacency`,
+:func:`~graphwsss.nn.affinity_attention.segment_masked_softmax`,
+:func:`~graphwsss.nn.affinity_attention.edge_aggregate`, shared with the A²GNN):
+
+* GCN (Kipf & Welling): :math:`H' = \hat D^{-1/2} \hat A \hat D^{-1/2} H W`, with
+  :math:`\hat A` the weighted adjacency plus self loops of weight 1 where missing (existing
+  self loops keep their weight) and :math:`\hat D` its in-degree (row sums);
+* GAT (Veličković et al.): per head :math:`k`, :math:`\alpha_{ij} = \operatorname{softmax}_{j}
+  \big(\operatorname{LeakyReLU}_{0.2}(a_s^\top W_k h_j + a_t^\top W_k h_i + a_e^\top
+  W_{e,k} E_{ij})\big)` over the in-neighbours of ``i``, :math:`h'_i = \Vert_k \sum_j
+  \alpha_{ij} W_k h_j`; self loops are replaced by loops whose edge weight is the mean of the
+  node's incoming weights (PyG's ``fill_value="mean"``);
+* AGNN (Thekumparampil et al.): :math:`h'_i = \sum_j \operatorname{softmax}_j(\beta
+  \cos(h_i, h_j))\, h_j` with a learnable :math:`\beta` (initialised 1), self loops added; this
+  is the affinity attention of the A²GNN with :math:`w = \beta`, no edge term, every edge kept
+  (:func:`~graphwsss.nn.affinity_attention.edge_attention`, ``beta=0``, ``form="paper"``).
+
+Initialisation per image, from the image's generator, in this order: :math:`W^0`, the layers
+(Glorot-uniform as PyG: GCN weight; GAT weight, :math:`a_s`, :math:`a_t`, edge weight,
+:math:`a_e`; AGNN :math:`\beta = 1`), :math:`W^{L+1}`.
 """
 
 from __future__ import annotations
@@ -32,65 +54,52 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import AGNNConv, GATConv, GCNConv
+from torch.nn import Parameter
+from torch_geometric.utils import scatter
 
-from graphwsss.graphs.grid import grid_to_edges
-from graphwsss.nn.a2gnn import (A2GNN, BatchedDropout, check_propagator_inputs, grid_nodes,
-                                grid_sizes, node_counts)
+from graphwsss.nn.a2gnn import A2GNN
+from graphwsss.nn.affinity_attention import (CsrAdjacency, edge_aggregate, edge_attention,
+                                             segment_masked_softmax)
+from graphwsss.nn.batched import BatchedPropagator, draw_glorot
 
 PROPAGATORS = ("a2gnn", "gcn", "gat", "agnn", "none")
 BASELINES = ("gcn", "gat", "agnn", "none")
+GAT_NEGATIVE_SLOPE = 0.2
 
 
-class _ImageModel(nn.Module):
-    """One image's baseline: embedding, ``num_layers`` PyG layers, output layer."""
-
-    def __init__(self, kind: str, in_channels: int, num_classes: int, hidden: int,
-                 num_layers: int, heads: int) -> None:
-        super().__init__()
-        self.kind = kind
-        self.embedding = nn.Linear(in_channels, hidden, bias=False)
-        if kind == "gcn":
-            layers = [GCNConv(hidden, hidden, bias=False) for _ in range(num_layers)]
-        elif kind == "gat":
-            if hidden % heads:
-                raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
-            layers = [GATConv(hidden, hidden // heads, heads=heads, edge_dim=1, bias=False)
-                      for _ in range(num_layers)]
-        elif kind == "agnn":
-            layers = [AGNNConv(requires_grad=True) for _ in range(num_layers)]
-        else:
-            layers = []
-        self.layers = nn.ModuleList(layers)
-        self.output = nn.Linear(hidden, num_classes, bias=False)
-
-    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor,
-                dropout_mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-        h = F.relu(self.embedding(x))
-        if dropout_mask is not None:
-            h = h * dropout_mask
-        for index, layer in enumerate(self.layers):
-            if self.kind == "gcn":
-                h = layer(h, edge_index, edge_weight)
-            elif self.kind == "gat":
-                h = layer(h, edge_index, edge_weight.unsqueeze(-1))
-            else:
-                h = layer(h, edge_index)
-            if self.kind in ("gcn", "gat") and index < len(self.layers) - 1:
-                h = F.relu(h)
-        return self.output(h), h
+def gcn_adjacency(edge_index: Tensor, edge_weight: Tensor, num_nodes: int) -> CsrAdjacency:
+    r"""The GCN propagation matrix :math:`\hat D^{-1/2} \hat A \hat D^{-1/2}` as a
+    :class:`CsrAdjacency` whose edge weights are the normalised ones (PyG ``gcn_norm``): self
+    loops of weight 1 added where missing, :math:`\hat D_{ii} = \sum_j \hat A_{ij}`."""
+    adjacency = CsrAdjacency.from_edge_index(edge_index, edge_weight, num_nodes)
+    weight = adjacency.edge_weight
+    degree = weight.new_zeros(num_nodes).index_add_(0, adjacency.target, weight)
+    inverse_sqrt = degree.pow(-0.5).masked_fill(degree == 0, 0.0)
+    normalised = inverse_sqrt[adjacency.target] * weight * inverse_sqrt[adjacency.source]
+    return CsrAdjacency(adjacency.crow, adjacency.source, adjacency.target, normalised,
+                        adjacency.order, num_nodes)
 
 
-def seed_from(generator: Optional[torch.Generator]) -> Optional[int]:
-    """A seed drawn from ``generator`` (``None`` without one)."""
-    if generator is None:
-        return None
-    return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+def gat_adjacency(edge_index: Tensor, edge_weight: Tensor, num_nodes: int) -> CsrAdjacency:
+    """GAT's graph (PyG ``fill_value="mean"``): existing self loops removed, one loop per node
+    added whose weight is the mean of the node's other incoming edge weights (0 if none)."""
+    other = edge_index[0] != edge_index[1]
+    edge_index, edge_weight = edge_index[:, other], edge_weight[other]
+    loop_weight = scatter(edge_weight, edge_index[1], 0, dim_size=num_nodes, reduce="mean")
+    loops = torch.arange(num_nodes, device=edge_index.device).repeat(2, 1)
+    return CsrAdjacency.from_edge_index(torch.cat([edge_index, loops], 1),
+                                        torch.cat([edge_weight, loop_weight]), num_nodes,
+                                        add_self_loops=False)
 
 
-class BatchedBaseline(nn.Module):
-    """``num_images`` independent baseline models (see the module table) behind the batched
-    :class:`~graphwsss.nn.a2gnn.A2GNN` interface.
+def per_node(values: Tensor, num_nodes: int) -> Tensor:
+    """``[B, ...]`` per-image values repeated for each of the ``Nmax`` nodes:
+    ``[B * Nmax, ...]``."""
+    return values.repeat_interleave(num_nodes, dim=0)
+
+
+class BatchedBaseline(BatchedPropagator):
+    """``num_images`` independent baseline models (see the module table) as one batched model.
 
     Args:
         kind: ``"gcn"``, ``"gat"``, ``"agnn"`` or ``"none"``.
@@ -100,78 +109,125 @@ class BatchedBaseline(nn.Module):
         hidden: hidden width. (default: 256)
         num_layers: propagation layers (ignored by ``"none"``). (default: 3)
         dropout: drop probability after the embedding. (default: 0.5)
-        heads: attention heads of ``"gat"``. (default: 4)
+        heads: attention heads of ``"gat"`` (``hidden`` must be divisible by it). (default: 4)
         generators: one ``torch.Generator`` per image, or ``None``.
 
-    Shapes: as :class:`~graphwsss.nn.a2gnn.A2GNN`.
+    Parameters, image first, layer second (``C = hidden``, ``H = heads``, ``D = C / H``):
+    ``gcn``: ``layer_weight`` ``[B, L, C, C]``; ``gat``: ``layer_weight`` ``[B, L, C, C]``,
+    ``attention_source``, ``attention_target``, ``attention_edge`` ``[B, L, H, D]``,
+    ``edge_weight_projection`` ``[B, L, C]``; ``agnn``: ``attention_beta`` ``[B, L]``. A
+    layer's ``layer_weight[b, l]`` is the transpose of the PyG layer's ``lin.weight``.
+
+    Shapes: as :class:`~graphwsss.nn.batched.BatchedPropagator`.
     """
 
     def __init__(self, kind: str, in_channels: int, num_classes: int, num_images: int,
                  hidden: int = 256, num_layers: int = 3, dropout: float = 0.5, heads: int = 4,
                  generators: Optional[Sequence[torch.Generator]] = None) -> None:
-        super().__init__()
+        super().__init__(in_channels, num_classes, num_images, hidden, dropout, generators)
         if kind not in BASELINES:
             raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
-        if generators is not None and len(generators) != num_images:
-            raise ValueError(f"need one generator per image ({num_images}), got {len(generators)}")
-        self.kind, self.in_channels, self.num_classes = kind, in_channels, num_classes
-        self.num_images, self.hidden = num_images, hidden
-        self.generators = list(generators) if generators is not None else None
-        self.dropout = BatchedDropout(dropout, self.generators)
-        models = []
-        for index in range(num_images):
-            seed = seed_from(self.generators[index] if self.generators is not None else None)
-            with torch.random.fork_rng(devices=[]):
-                if seed is not None:
-                    torch.manual_seed(seed)
-                models.append(_ImageModel(kind, in_channels, num_classes, hidden, num_layers, heads))
-        self.models = nn.ModuleList(models)
+        if kind == "gat" and hidden % heads:
+            raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
+        self.kind, self.heads = kind, heads
+        self.num_layers = num_layers if kind != "none" else 0
+        layers, head_size = self.num_layers, hidden // heads
+        if kind in ("gcn", "gat"):
+            self.layer_weight = Parameter(torch.empty(num_images, layers, hidden, hidden))
+        if kind == "gat":
+            self.attention_source = Parameter(torch.empty(num_images, layers, heads, head_size))
+            self.attention_target = Parameter(torch.empty(num_images, layers, heads, head_size))
+            self.edge_weight_projection = Parameter(torch.empty(num_images, layers, hidden))
+            self.attention_edge = Parameter(torch.empty(num_images, layers, heads, head_size))
+        if kind == "agnn":
+            self.attention_beta = Parameter(torch.empty(num_images, layers))
+        self.reset_parameters()
 
-    def forward(self, x: Tensor, edge_index: Optional[Tensor] = None,
-                edge_weight: Optional[Tensor] = None, node_mask: Optional[Tensor] = None, *,
-                grid_weight: Optional[Tensor] = None,
-                offsets: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        """Logits ``[B, Nmax, K]`` and last hidden features ``[B, Nmax, hidden]``."""
-        node_mask = check_propagator_inputs(x, edge_index, edge_weight, node_mask, grid_weight,
-                                            offsets, self.num_images, self.in_channels)
-        batch = x.shape[0]
-        nodes = grid_nodes(x) if x.ndim == 4 else x
-        logits = nodes.new_zeros(batch, nodes.shape[1], self.num_classes)
-        hidden = nodes.new_zeros(batch, nodes.shape[1], self.hidden)
-        if x.ndim == 4:
-            width = x.shape[-1]
-            for index, (h_b, w_b) in enumerate(grid_sizes(node_mask)):
-                image_edges, image_weight = grid_to_edges(grid_weight[index, :, :h_b, :w_b],
-                                                          offsets)
-                image_nodes = x[index, :, :h_b, :w_b].flatten(1).t()
-                mask = self._dropout_mask(index, (h_b, w_b, self.hidden), image_nodes)
-                out, last = self.models[index](image_nodes, image_edges, image_weight, mask)
-                rows = (torch.arange(h_b, device=x.device).unsqueeze(1) * width
-                        + torch.arange(w_b, device=x.device)).reshape(-1)
-                logits[index, rows], hidden[index, rows] = out, last
-        else:
-            num_nodes = x.shape[1]
-            if edge_weight is None:
-                edge_weight = torch.ones(edge_index.shape[1], device=x.device)
-            image_of_edge = torch.div(edge_index[1], num_nodes, rounding_mode="floor")
-            for index, count in enumerate(node_counts(node_mask)):
-                local = edge_index[:, image_of_edge == index] - index * num_nodes
-                keep = (local < count).all(dim=0)
-                image_nodes = x[index, :count]
-                mask = self._dropout_mask(index, (count, self.hidden), image_nodes)
-                out, last = self.models[index](image_nodes, local[:, keep],
-                                               edge_weight[image_of_edge == index][keep], mask)
-                logits[index, :count], hidden[index, :count] = out, last
-        return logits, hidden
+    def reset_image(self, index: int, generator: Optional[torch.Generator]) -> None:
+        self.draw_embedding(index, generator)
+        hidden, head_size = self.hidden, self.hidden // self.heads
+        for layer in range(self.num_layers):
+            if self.kind in ("gcn", "gat"):
+                self.layer_weight[index, layer] = draw_glorot((hidden, hidden), generator)
+            if self.kind == "gat":
+                self.attention_source[index, layer] = draw_glorot((self.heads, head_size),
+                                                                  generator)
+                self.attention_target[index, layer] = draw_glorot((self.heads, head_size),
+                                                                  generator)
+                self.edge_weight_projection[index, layer] = draw_glorot((hidden, 1),
+                                                                        generator)[:, 0]
+                self.attention_edge[index, layer] = draw_glorot((self.heads, head_size),
+                                                                generator)
+            if self.kind == "agnn":
+                self.attention_beta[index, layer] = 1.0
+        self.draw_output(index, generator)
 
-    def _dropout_mask(self, index: int, shape: tuple[int, ...], like: Tensor) -> Optional[Tensor]:
-        if not self.training or self.dropout.p == 0.0:
-            return None
-        return self.dropout.mask(index, shape, like).reshape(-1, self.hidden)
+    def propagate(self, h: Tensor, graph: dict) -> Tensor:
+        if self.kind == "none":
+            return h
+        batch, num_nodes = h.shape[:2]
+        build = {"gcn": gcn_adjacency, "gat": gat_adjacency}.get(self.kind)
+        adjacency = self.adjacency(graph, batch * num_nodes, build)
+        for layer in range(self.num_layers):
+            if self.kind == "gcn":
+                h = self.gcn_layer(h, adjacency, layer)
+            elif self.kind == "gat":
+                h = self.gat_layer(h, adjacency, layer)
+            else:
+                h = self.agnn_layer(h, adjacency, layer)
+            if self.kind in ("gcn", "gat") and layer < self.num_layers - 1:
+                h = F.relu(h)
+        return h
+
+    def gcn_layer(self, h: Tensor, adjacency: CsrAdjacency, layer: int) -> Tensor:
+        r""":math:`\hat D^{-1/2} \hat A \hat D^{-1/2} (H W)` for ``h`` ``[B, Nmax, C]``
+        (``adjacency`` from :func:`gcn_adjacency`)."""
+        batch, num_nodes, channels = h.shape
+        projected = torch.bmm(h, self.layer_weight[:, layer]).reshape(-1, channels)
+        return edge_aggregate(adjacency.edge_weight, projected, adjacency).view(batch, num_nodes,
+                                                                                channels)
+
+    def gat_layer(self, h: Tensor, adjacency: CsrAdjacency, layer: int) -> Tensor:
+        """GATConv (heads concatenated, 1-d edge feature) for ``h`` ``[B, Nmax, C]``."""
+        batch, num_nodes, channels = h.shape
+        heads, head_size = self.heads, channels // self.heads
+        weight = self.layer_weight[:, layer]                                    # [B, C, H * D]
+        projected = torch.bmm(h, weight)
+        # a_s . (W_k h) = (W_k a_s) . h: both heads' scores from one [B, C, 2H] product.
+        attention = torch.stack([self.attention_source[:, layer],
+                                 self.attention_target[:, layer]], dim=2)       # [B, H, 2, D]
+        score_vectors = torch.einsum("bckd,bksd->bcsk",
+                                     weight.reshape(batch, channels, heads, head_size), attention)
+        scores = torch.bmm(h, score_vectors.reshape(batch, channels, 2 * heads))
+        scores = scores.reshape(batch * num_nodes, 2, heads)
+        # lin_edge then att_edge on a 1-d edge feature E: E * sum_d(W_e[k, d] a_e[k, d]).
+        edge_slope = (self.edge_weight_projection[:, layer].view(batch, heads, head_size)
+                      * self.attention_edge[:, layer]).sum(-1)                  # [B, H]
+        source, target = adjacency.source, adjacency.target
+        logits = (scores[:, 0].index_select(0, source) + scores[:, 1].index_select(0, target)
+                  + adjacency.edge_weight.unsqueeze(1)
+                  * per_node(edge_slope, num_nodes).index_select(0, target))
+        logits = F.leaky_relu(logits, GAT_NEGATIVE_SLOPE)
+        alpha = segment_masked_softmax(logits, target, adjacency.num_nodes)  # [E, H]
+        flat = projected.reshape(-1, heads, head_size)
+        out = torch.cat([edge_aggregate(alpha[:, k], flat[:, k], adjacency)
+                         for k in range(heads)], dim=1)
+        return out.view(batch, num_nodes, channels)
+
+    def agnn_layer(self, h: Tensor, adjacency: CsrAdjacency, layer: int) -> Tensor:
+        r""":math:`\sum_j \operatorname{softmax}_j(\beta \cos(h_i, h_j)) h_j` for ``h``
+        ``[B, Nmax, C]``."""
+        batch, num_nodes, channels = h.shape
+        flat = h.reshape(-1, channels)
+        beta = per_node(self.attention_beta[:, layer], num_nodes)
+        alpha = edge_attention(flat, adjacency, beta, beta=0.0, form="paper")
+        return edge_aggregate(alpha, flat, adjacency).view(batch, num_nodes, channels)
 
     def extra_repr(self) -> str:
         return (f"{self.kind!r}, {self.in_channels}, {self.num_classes}, "
-                f"num_images={self.num_images}, hidden={self.hidden}")
+                f"num_images={self.num_images}, hidden={self.hidden}, "
+                f"num_layers={self.num_layers}, dropout={self.dropout.p}"
+                + (f", heads={self.heads}" if self.kind == "gat" else ""))
 
 
 def build_propagator(name: str, in_channels: int, num_classes: int, num_images: int,
@@ -184,8 +240,8 @@ def build_propagator(name: str, in_channels: int, num_classes: int, num_images: 
         in_channels, num_classes, num_images: as :class:`~graphwsss.nn.a2gnn.A2GNN`.
         generators: one ``torch.Generator`` per image, or ``None``.
         **options: keyword options of :class:`~graphwsss.nn.a2gnn.A2GNN` (``hidden``,
-            ``num_layers``, ``dropout``, ``beta``, ``form``) or of :class:`BatchedBaseline`
-            (``hidden``, ``num_layers``, ``dropout``, ``heads``).
+            ``num_layers``, ``dropout``, ``beta``, ``form``, ``tile``) or of
+            :class:`BatchedBaseline` (``hidden``, ``num_layers``, ``dropout``, ``heads``).
     """
     if name == "a2gnn":
         return A2GNN(in_channels, num_classes, num_images, generators=generators, **options)

@@ -7,12 +7,23 @@ per-image generator seeded by ``(seed, image_id)``, and Adam is element-wise.
 
 Schedule (§6): ``epochs_first`` epochs of L_ce + L_mp (+ consistency checking), then
 ``epochs_second`` epochs adding λ₁·L_reg (eq. 3.20).
+
+Any graph of :mod:`graphwsss.graphs` works: the propagators predict per *node*, and the losses
+work on the stride-8 *grid* ``[K, h, w]``; :meth:`BatchedGraphs.crop` maps one to the other with
+:func:`~graphwsss.graphs.base.cell_node_index` (the identity for graphs whose nodes are the grid
+cells, a gather for superpixel graphs, through which gradients flow). Grid radius graphs
+(``grid_weight``, ``offsets``) can also use the tiled ``"grid"`` layout; other graphs always use
+``"edges"`` (a ``"grid"`` request falls back to it, with a log line).
+
+``propagator.name = "random_walk"`` trains nothing: the seeds are walked over the graph
+(:func:`graphwsss.nn.random_walk.random_walk_probabilities`).
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -20,13 +31,16 @@ from torch_geometric.data import Data
 from tqdm import trange
 
 from graphwsss.data.records import IGNORE_INDEX
+from graphwsss.graphs.base import cell_node_index
 from graphwsss.graphs.grid import downsample_image, radius_offsets
 from graphwsss.losses import (consistency_check, multi_point_loss, potts_kernel,
                               potts_regularization, seed_cross_entropy, select_multi_points)
 from graphwsss.nn import build_propagator
 from graphwsss.settings import PropagatorSettings, RunSettings
+from graphwsss.utils import get_logger
 
 BYTES_PER_FLOAT = 4
+log = get_logger(__name__)
 
 
 @dataclass
@@ -34,8 +48,10 @@ class PropagationItem:
     """One image's propagation problem.
 
     Attributes:
-        graph: a grid radius graph (``x`` ``[N, F]``, ``grid_weight`` ``[O, h, w]``,
-            ``offsets``, ``y`` ``[N]`` node seeds, ``grid_shape``), see :mod:`graphwsss.graphs`.
+        graph: any graph of :mod:`graphwsss.graphs` (``x`` ``[N, F]``, ``edge_index``,
+            ``edge_attr``, ``y`` ``[N]`` node seeds, ``grid_shape``; optional ``cell_node``
+            ``[h * w]`` for graphs whose nodes are not the grid cells, ``grid_weight``
+            ``[O, h, w]`` and ``offsets`` for grid radius graphs).
         image: ``[3, H, W]`` float RGB in ``[0, 1]``.
         pixel_seeds: ``[H, W]`` long seeds at image size (255 unknown).
         boxes, box_classes: ``[M, 4]`` boxes on the node grid and ``[M]`` their classes.
@@ -53,6 +69,16 @@ class PropagationItem:
     @property
     def grid_shape(self) -> tuple[int, int]:
         return tuple(self.graph.grid_shape)
+
+    @property
+    def is_grid_graph(self) -> bool:
+        """A radius graph on the grid cells, usable by the tiled ``"grid"`` layout."""
+        return (getattr(self.graph, "grid_weight", None) is not None
+                and getattr(self.graph, "cell_node", None) is None)
+
+    def cell_seeds(self) -> Tensor:
+        """``[h, w]`` seeds of the grid cells: each cell takes its node's seed ``y``."""
+        return self.graph.y[cell_node_index(self.graph)].view(self.grid_shape)
 
 
 def image_generator(seed: int, image_id: str, device: torch.device) -> torch.Generator:
@@ -82,31 +108,58 @@ def estimate_batch_size(in_channels: int, num_classes: int, grid_nodes: int,
 @dataclass
 class BatchedGraphs:
     """A chunk of images' graphs in a propagator's padded input layout (see
-    :mod:`graphwsss.nn.a2gnn`): ``"grid"`` puts image ``b`` in the top-left corner of a common
-    ``Hmax x Wmax`` grid (node ``row * Wmax + col``); ``"edges"`` puts its ``h * w`` nodes first
-    (node ``row * w + col``) in a block-diagonal edge list. Same math, different kernels."""
+    :mod:`graphwsss.nn.batched`): ``"grid"`` puts image ``b`` in the top-left corner of a common
+    ``Hmax x Wmax`` grid (node ``row * Wmax + col``); ``"edges"`` puts its ``n_b`` nodes first
+    (padded to ``Nmax``) in a block-diagonal edge list. Same math, different kernels.
+
+    Attributes:
+        inputs: keyword arguments of the propagator's ``forward``.
+        layout: ``"grid"`` or ``"edges"``.
+        grid_shapes: ``(h, w)`` of each image's grid.
+        cell_nodes: per image, ``[h * w]`` long node of each grid cell, or ``None`` where the
+            nodes are the cells in raster order (the first ``h * w`` rows).
+    """
 
     inputs: dict
     layout: str
     grid_shapes: list[tuple[int, int]]
+    cell_nodes: list[Optional[Tensor]]
 
     def crop(self, values: Tensor, index: int) -> Tensor:
-        """Image ``index``'s rows of ``values`` ``[B, Nmax, C]`` as ``[C, h, w]``."""
+        """Image ``index``'s grid map ``[C, h, w]`` from node values ``[B, Nmax, C]``: each cell
+        takes its node's row (differentiable)."""
         h, w = self.grid_shapes[index]
         rows = values[index]
         if self.layout == "grid":
             return rows.view(-1, self.inputs["x"].shape[-1], rows.shape[-1])[:h, :w].permute(2, 0, 1)
-        return rows[:h * w].view(h, w, rows.shape[-1]).permute(2, 0, 1)
+        cell_node = self.cell_nodes[index]
+        cells = rows[:h * w] if cell_node is None else rows.index_select(0, cell_node)
+        return cells.view(h, w, rows.shape[-1]).permute(2, 0, 1)
 
 
 def stack_graphs(items: list[PropagationItem], layout: str, device: torch.device) -> BatchedGraphs:
-    """Pad and stack the images' grid radius graphs in ``layout`` (``"grid"`` or ``"edges"``)."""
+    """Pad and stack the images' graphs in ``layout`` (``"grid"`` or ``"edges"``).
+
+    ``"edges"`` takes any graph. ``"grid"`` needs grid radius graphs (``grid_weight``,
+    ``offsets``, nodes = grid cells) sharing one window; for any other graph it falls back to
+    ``"edges"`` (logged), which computes the same thing.
+    """
+    if layout not in ("grid", "edges"):
+        raise ValueError(f"layout must be 'grid' or 'edges', got {layout!r}")
+    if not items:
+        raise ValueError("stack_graphs needs at least one item")
     for item in items:
-        if getattr(item.graph, "grid_weight", None) is None:
-            raise ValueError(f"{item.image_id}: the propagation stage needs a grid radius graph "
-                             "(builders backbone, rgbxy)")
+        if item.graph.x is None or item.graph.edge_index is None:
+            raise ValueError(f"{item.image_id}: the graph needs node features x and edge_index")
+    if layout == "grid" and not all(item.is_grid_graph for item in items):
+        others = [item.image_id for item in items if not item.is_grid_graph]
+        log.info("layout 'grid' needs grid radius graphs (grid_weight, offsets); %d of %d graphs "
+                 "(e.g. %s) are not: using layout 'edges'", len(others), len(items), others[0])
+        layout = "edges"
     shapes = [item.grid_shape for item in items]
     batch, channels = len(items), items[0].graph.x.shape[1]
+    cell_nodes = [None if getattr(item.graph, "cell_node", None) is None
+                  else cell_node_index(item.graph).to(device) for item in items]
     if layout == "grid":
         height, width = max(h for h, _ in shapes), max(w for _, w in shapes)
         offsets = items[0].graph.offsets.to(device)
@@ -120,18 +173,32 @@ def stack_graphs(items: list[PropagationItem], layout: str, device: torch.device
             grid_weight[index, :, :h, :w] = item.graph.grid_weight.to(device)
             node_mask[index, :h, :w] = True
         inputs = {"x": x, "grid_weight": grid_weight, "offsets": offsets, "node_mask": node_mask}
-    else:
-        num_nodes = max(h * w for h, w in shapes)
-        x = torch.zeros(batch, num_nodes, channels, device=device)
-        node_mask = torch.zeros(batch, num_nodes, dtype=torch.bool, device=device)
-        for index, (item, (h, w)) in enumerate(zip(items, shapes)):
-            x[index, :h * w] = item.graph.x.to(device)
-            node_mask[index, :h * w] = True
-        inputs = {"x": x, "node_mask": node_mask,
-                  "edge_index": torch.cat([item.graph.edge_index.to(device) + index * num_nodes
-                                           for index, item in enumerate(items)], dim=1),
-                  "edge_weight": torch.cat([item.graph.edge_attr.to(device) for item in items])}
-    return BatchedGraphs(inputs, layout, shapes)
+        return BatchedGraphs(inputs, layout, shapes, cell_nodes)
+    counts = [item.graph.num_nodes for item in items]
+    num_nodes = max(counts)
+    x = torch.zeros(batch, num_nodes, channels, device=device)
+    node_mask = torch.zeros(batch, num_nodes, dtype=torch.bool, device=device)
+    edge_index, edge_weight = [], []
+    for index, (item, count) in enumerate(zip(items, counts)):
+        x[index, :count] = item.graph.x.to(device)
+        node_mask[index, :count] = True
+        edge_index.append(item.graph.edge_index.to(device) + index * num_nodes)
+        edge_weight.append(_edge_weight(item))
+    inputs = {"x": x, "node_mask": node_mask, "edge_index": torch.cat(edge_index, dim=1),
+              "edge_weight": torch.cat(edge_weight).to(device)}
+    return BatchedGraphs(inputs, layout, shapes, cell_nodes)
+
+
+def _edge_weight(item: PropagationItem) -> Tensor:
+    """``[E]`` edge weights of the item's graph (``edge_attr``; 1 where it has none)."""
+    num_edges = item.graph.edge_index.shape[1]
+    edge_attr = item.graph.edge_attr
+    if edge_attr is None:
+        return torch.ones(num_edges, device=item.graph.edge_index.device)
+    if edge_attr.numel() != num_edges:
+        raise ValueError(f"{item.image_id}: edge_attr must hold one weight per edge ([E] or "
+                         f"[E, 1], E = {num_edges}), got shape {tuple(edge_attr.shape)}")
+    return edge_attr.reshape(-1).float()
 
 
 def _padded_pixel_seeds(item: PropagationItem) -> Tensor:
@@ -146,7 +213,12 @@ def _padded_pixel_seeds(item: PropagationItem) -> Tensor:
 
 def train_propagator(items: list[PropagationItem], settings: PropagatorSettings, num_classes: int,
                      device: torch.device, seed: int = 0, show_progress: bool = False) -> list[Tensor]:
-    """Train one model per image (batched) and return each image's probabilities ``[K, h, w]``."""
+    """Train one model per image (batched) and return each image's probabilities ``[K, h, w]``.
+
+    ``settings.name = "random_walk"`` trains nothing and returns :func:`random_walk_items`.
+    """
+    if settings.name == "random_walk":
+        return random_walk_items(items, settings, num_classes, device)
     batched = stack_graphs(items, settings.layout, device)
     in_channels = items[0].graph.x.shape[1]
     generators = [image_generator(seed, item.image_id, device) for item in items]
@@ -157,7 +229,7 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
                              **options).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr,
                                  weight_decay=settings.weight_decay)
-    node_seeds = [item.graph.y.to(device).view(item.grid_shape) for item in items]
+    node_seeds = [item.cell_seeds().to(device) for item in items]
     pixel_seeds = [_padded_pixel_seeds(item) for item in items] if settings.ce_on_image else None
     kernels = [potts_kernel(downsample_image(item.image.to(device), *item.grid_shape),
                             radius=settings.reg_radius) for item in items]
@@ -208,3 +280,41 @@ def _check_consistency(index: int, item: PropagationItem, hidden: Tensor, select
         cells = removed.repeat_interleave(item.stride, 0).repeat_interleave(item.stride, 1)
         # Out of place: the loss of this step saved the old seeds for its backward pass.
         pixel_seeds[index] = pixel_seeds[index].masked_fill(cells, IGNORE_INDEX)
+
+
+def box_allowed_classes(boxes: Tensor, box_classes: Tensor, num_classes: int,
+                        grid_shape: tuple[int, int]) -> Tensor:
+    """``[K, h, w]`` bool: the classes a cell may take under box supervision: background
+    everywhere, and each box's class on the cells of the box (``boxes`` ``[M, 4]`` half-open
+    grid cells ``(x0, y0, x1, y1)``, ``box_classes`` ``[M]``)."""
+    h, w = grid_shape
+    device = boxes.device
+    rows = torch.arange(h, device=device).view(1, h, 1)
+    cols = torch.arange(w, device=device).view(1, 1, w)
+    x0, y0, x1, y1 = (boxes[:, k].view(-1, 1, 1) for k in range(4))
+    inside = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)             # [M, h, w]
+    covered = torch.zeros(num_classes, h * w, device=device).index_add_(
+        0, box_classes.to(device).long(), inside.reshape(-1, h * w).float())
+    allowed = covered.view(num_classes, h, w) > 0
+    allowed[0] = True
+    return allowed
+
+
+def random_walk_items(items: list[PropagationItem], settings: PropagatorSettings,
+                      num_classes: int, device: torch.device) -> list[Tensor]:
+    """The ``random_walk`` propagator (no training): per image, the seeds as initial scores
+    (one-hot where seeded; unknown cells uniform over background and the classes of the boxes
+    covering them, or over all classes without boxes) walked over the graph with
+    ``rw_beta`` / ``rw_log_steps``. Returns ``[K, h, w]`` per image."""
+    from graphwsss.nn.random_walk import random_walk_probabilities, seed_label_probabilities
+
+    results = []
+    for item in items:
+        seeds = item.cell_seeds().to(device)
+        allowed = (box_allowed_classes(item.boxes.to(device), item.box_classes, num_classes,
+                                       item.grid_shape) if item.boxes.numel() else None)
+        initial = seed_label_probabilities(seeds, num_classes, allowed)
+        results.append(random_walk_probabilities(item.graph.to(device), initial,
+                                                 beta=settings.rw_beta,
+                                                 log_steps=settings.rw_log_steps))
+    return results

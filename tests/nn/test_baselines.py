@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch_geometric.nn import AGNNConv, GATConv, GCNConv
 
 from graphwsss.nn.a2gnn import A2GNN
 from graphwsss.nn.baselines import PROPAGATORS, BatchedBaseline, build_propagator
@@ -31,7 +32,7 @@ def test_factory_names_and_unknown_name():
     for name in ("gcn", "gat", "agnn", "none"):
         model = build_propagator(name, 4, 3, 2, hidden=8)
         assert isinstance(model, BatchedBaseline) and model.kind == name
-        assert len(model.models) == 2
+        assert all(parameter.shape[0] == 2 for parameter in model.parameters())
     with pytest.raises(ValueError, match="a2gnn, gcn, gat, agnn, none"):
         build_propagator("graphsage", 4, 3, 2)
     with pytest.raises(TypeError):
@@ -53,7 +54,7 @@ def test_batched_training_equals_each_image_alone(name):
         torch.testing.assert_close(batched[index], alone, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["gcn", "agnn"])
+@pytest.mark.parametrize("name", ["gcn", "gat", "agnn"])
 def test_edge_layout_equals_grid_layout(name):
     images, offsets = make_images(SIZES)
     grid_crops, _, _ = run_grid(name, images, offsets, [0, 1], steps=3)
@@ -98,7 +99,82 @@ def test_per_image_models_differ_and_follow_generators():
     first = build_propagator("gcn", 6, 3, 2, generators([0, 1]), hidden=8)
     again = build_propagator("gcn", 6, 3, 2, generators([0, 1]), hidden=8)
     other = build_propagator("gcn", 6, 3, 1, generators([1]), hidden=8)
-    weight = [model.embedding.weight for model in first.models]
-    assert not torch.equal(weight[0], weight[1])
-    assert torch.equal(weight[0], again.models[0].embedding.weight)
-    assert torch.equal(weight[1], other.models[0].embedding.weight)
+    for name, parameter in first.named_parameters():
+        assert not torch.equal(parameter[0], parameter[1]), name
+        assert torch.equal(parameter, dict(again.named_parameters())[name]), name
+        assert torch.equal(parameter[1], dict(other.named_parameters())[name][0]), name
+
+
+# --------------------------------------------------------------------------------------------
+# The batched layers compute what the PyG layers compute, image by image.
+# --------------------------------------------------------------------------------------------
+
+def random_graph(num_nodes, generator):
+    """A random directed graph: random weights, some self loops present, some missing."""
+    pairs = torch.randperm(num_nodes * num_nodes, generator=generator)[:num_nodes * 3]
+    edge_index = torch.stack([pairs % num_nodes, pairs // num_nodes])
+    edge_weight = 0.05 + torch.rand(edge_index.shape[1], generator=generator, dtype=torch.float64)
+    return edge_index, edge_weight
+
+
+def pyg_image_model(model, index, x, edge_index, edge_weight):
+    """Image ``index`` of a BatchedBaseline run with PyG layers holding its weights."""
+    h = F.relu(x @ model.embedding_weight[index])
+    hidden, heads = model.hidden, model.heads
+    for layer in range(model.num_layers):
+        if model.kind == "gcn":
+            conv = GCNConv(hidden, hidden, bias=False).double()
+            conv.lin.weight.data.copy_(model.layer_weight[index, layer].t())
+            h = conv(h, edge_index, edge_weight)
+        elif model.kind == "gat":
+            conv = GATConv(hidden, hidden // heads, heads=heads, edge_dim=1, bias=False).double()
+            conv.lin.weight.data.copy_(model.layer_weight[index, layer].t())
+            conv.att_src.data.copy_(model.attention_source[index, layer].unsqueeze(0))
+            conv.att_dst.data.copy_(model.attention_target[index, layer].unsqueeze(0))
+            conv.lin_edge.weight.data.copy_(model.edge_weight_projection[index, layer].unsqueeze(1))
+            conv.att_edge.data.copy_(model.attention_edge[index, layer].unsqueeze(0))
+            h = conv(h, edge_index, edge_weight.unsqueeze(1))
+        else:
+            conv = AGNNConv().double()
+            conv.beta.data.copy_(model.attention_beta[index, layer].reshape(1))
+            h = conv(h, edge_index)
+        if model.kind in ("gcn", "gat") and layer < model.num_layers - 1:
+            h = F.relu(h)
+    return h @ model.output_weight[index], h
+
+
+@pytest.mark.parametrize("name", ["gcn", "gat", "agnn"])
+def test_batched_layers_equal_the_pyg_layers(name):
+    generator = torch.Generator().manual_seed(5)
+    counts, channels = [9, 14, 11], 6
+    num_nodes = max(counts)
+    options = {"heads": 2} if name == "gat" else {}
+    model = build_propagator(name, channels, 3, len(counts), generators([0, 1, 2]), hidden=8,
+                             dropout=0.0, **options).double()
+    with torch.no_grad():  # beta = 1 at initialisation: make the per-image values differ
+        if name == "agnn":
+            model.attention_beta.uniform_(0.5, 3.0, generator=generator)
+    x = torch.zeros(len(counts), num_nodes, channels, dtype=torch.float64)
+    node_mask = torch.zeros(len(counts), num_nodes, dtype=torch.bool)
+    graphs, edge_index, edge_weight = [], [], []
+    for index, count in enumerate(counts):
+        x[index, :count] = torch.rand(count, channels, generator=generator, dtype=torch.float64)
+        node_mask[index, :count] = True
+        edges, weights = random_graph(count, generator)
+        graphs.append((edges, weights))
+        edge_index.append(edges + index * num_nodes)
+        edge_weight.append(weights)
+    x.requires_grad_(True)
+    logits, hidden = model(x, torch.cat(edge_index, 1), torch.cat(edge_weight), node_mask)
+    upstream = torch.randn(logits.shape, generator=generator, dtype=torch.float64)
+    grad_x, = torch.autograd.grad((logits * upstream).sum(), x)
+    for index, (count, (edges, weights)) in enumerate(zip(counts, graphs)):
+        nodes = x[index, :count].detach().clone().requires_grad_(True)
+        expected_logits, expected_hidden = pyg_image_model(model, index, nodes, edges, weights)
+        torch.testing.assert_close(logits[index, :count], expected_logits, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(hidden[index, :count], expected_hidden, rtol=1e-10,
+                                   atol=1e-10)
+        expected_grad, = torch.autograd.grad((expected_logits * upstream[index, :count]).sum(),
+                                             nodes)
+        torch.testing.assert_close(grad_x[index, :count], expected_grad, rtol=1e-9, atol=1e-10)
+        assert torch.equal(logits[index, count:], torch.zeros_like(logits[index, count:]))

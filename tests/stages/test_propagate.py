@@ -1,15 +1,20 @@
-"""Batched transductive training: batch == one at a time, grid == edge layout, losses wired."""
+"""Batched transductive training: batch == one at a time, grid == edge layout, losses wired,
+any graph (superpixel-like nodes, no grid form), and the random-walk propagator."""
 
 import dataclasses
+import logging
 
 import pytest
 import torch
+from torch_geometric.data import Data
 
 from graphwsss.data import Box
 from graphwsss.graphs import build_graph_builder
 from graphwsss.losses import boxes_to_grid
+from graphwsss.nn.random_walk import random_walk_probabilities, seed_label_probabilities
 from graphwsss.settings import PropagatorSettings
-from graphwsss.stages.propagate import PropagationItem, train_propagator
+from graphwsss.stages.propagate import (PropagationItem, box_allowed_classes, stack_graphs,
+                                        train_propagator)
 
 NUM_CLASSES = 3
 SETTINGS = PropagatorSettings(epochs_first=6, epochs_second=6, hidden=16, reg_weight=0.3)
@@ -69,3 +74,145 @@ def test_baseline_propagators_run(name):
     settings = dataclasses.replace(SETTINGS, name=name, epochs_first=2, epochs_second=1)
     probs = train_propagator(ITEMS[:2], settings, NUM_CLASSES, torch.device("cpu"))
     assert [p.shape[1:] for p in probs] == [item.grid_shape for item in ITEMS[:2]]
+
+
+# --------------------------------------------------------------------------------------------
+# General graphs: nodes that are not the grid cells (cell_node), graphs without grid_weight.
+# --------------------------------------------------------------------------------------------
+
+def _block_graph_item(item: PropagationItem, block: int = 2) -> PropagationItem:
+    """A superpixel-like graph of ``item``: ``block x block`` squares of grid cells are the
+    nodes (mean features), joined to the 8 neighbouring squares and themselves."""
+    h, w = item.grid_shape
+    rows, cols = -(-h // block), -(-w // block)
+    cell_rows = torch.arange(h).view(h, 1) // block
+    cell_cols = torch.arange(w).view(1, w) // block
+    cell_node = (cell_rows * cols + cell_cols).reshape(-1)
+    num_nodes = rows * cols
+    counts = torch.bincount(cell_node, minlength=num_nodes).unsqueeze(1).float()
+    x = torch.zeros(num_nodes, item.graph.x.shape[1]).index_add_(0, cell_node, item.graph.x)
+    x = x / counts
+    node_rows, node_cols = torch.arange(num_nodes) // cols, torch.arange(num_nodes) % cols
+    near = (((node_rows.view(-1, 1) - node_rows.view(1, -1)).abs() <= 1)
+            & ((node_cols.view(-1, 1) - node_cols.view(1, -1)).abs() <= 1))
+    source, target = near.nonzero(as_tuple=True)
+    generator = torch.Generator().manual_seed(num_nodes)
+    edge_weight = torch.where(source == target, torch.ones(source.shape),
+                              0.1 + 0.9 * torch.rand(source.shape, generator=generator))
+    seeds = item.graph.y.view(h, w)
+    y = torch.full((num_nodes,), 255, dtype=torch.long)
+    y[cell_node.view(h, w)[seeds != 255]] = seeds[seeds != 255]
+    graph = Data(x=x, edge_index=torch.stack([source, target]), edge_attr=edge_weight, y=y,
+                 cell_node=cell_node)
+    graph.grid_shape = (h, w)
+    return dataclasses.replace(item, graph=graph)
+
+
+def _without_grid_form(item: PropagationItem, cell_node: bool = False) -> PropagationItem:
+    """The same graph as a plain edge list (like a kNN graph), optionally with an identity
+    ``cell_node``."""
+    graph = item.graph
+    plain = Data(x=graph.x, edge_index=graph.edge_index, edge_attr=graph.edge_attr, y=graph.y)
+    plain.grid_shape = graph.grid_shape
+    if cell_node:
+        plain.cell_node = torch.arange(graph.num_nodes)
+    return dataclasses.replace(item, graph=plain)
+
+
+def test_superpixel_like_graph_trains_and_predicts_per_node():
+    items = [_block_graph_item(item) for item in ITEMS]
+    fit = dataclasses.replace(SETTINGS, epochs_first=150, epochs_second=0, multi_point=False,
+                              consistency=False)
+    probs = train_propagator(items, fit, NUM_CLASSES, torch.device("cpu"))
+    for item, p in zip(items, probs):
+        h, w = item.grid_shape
+        assert p.shape == (NUM_CLASSES, h, w)
+        torch.testing.assert_close(p.sum(0), torch.ones(h, w))
+        # Each 2 x 2 block of cells is one node: one prediction per block.
+        blocks = p[:, : h // 2 * 2, : w // 2 * 2].reshape(NUM_CLASSES, h // 2, 2, w // 2, 2)
+        assert torch.equal(blocks, blocks[:, :, :1, :, :1].expand_as(blocks))
+        seeds = item.cell_seeds()
+        known = seeds != 255
+        assert (p.argmax(0)[known] == seeds[known]).float().mean() > 0.9
+    # With every loss on, batched equals alone for these graphs too.
+    batched = train_propagator(items, SETTINGS, NUM_CLASSES, torch.device("cpu"))
+    alone = train_propagator(items[1:2], SETTINGS, NUM_CLASSES, torch.device("cpu"))[0]
+    torch.testing.assert_close(batched[1], alone, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["a2gnn", "gcn"])
+def test_identity_cell_node_changes_nothing(name):
+    settings = dataclasses.replace(SETTINGS, name=name, epochs_first=4, epochs_second=2)
+    plain = train_propagator([_without_grid_form(item) for item in ITEMS], settings,
+                             NUM_CLASSES, torch.device("cpu"), seed=1)
+    mapped = train_propagator([_without_grid_form(item, cell_node=True) for item in ITEMS],
+                              settings, NUM_CLASSES, torch.device("cpu"), seed=1)
+    for a, b in zip(plain, mapped):
+        assert torch.equal(a, b)
+
+
+def test_grid_layout_falls_back_to_edges_for_graphs_without_grid_form(caplog):
+    items = [_without_grid_form(item) for item in ITEMS]
+    batched = stack_graphs(items, "grid", torch.device("cpu"))
+    assert batched.layout == "edges" and "x" in batched.inputs and "edge_index" in batched.inputs
+    mixed = stack_graphs([ITEMS[0], _block_graph_item(ITEMS[1])], "grid", torch.device("cpu"))
+    assert mixed.layout == "edges"
+    assert stack_graphs(ITEMS, "grid", torch.device("cpu")).layout == "grid"
+    with caplog.at_level(logging.INFO, logger="graphwsss"):
+        settings = dataclasses.replace(SETTINGS, layout="grid", epochs_first=3, epochs_second=0)
+        fallback = train_propagator(items, settings, NUM_CLASSES, torch.device("cpu"))
+    assert "using layout 'edges'" in caplog.text
+    edges = train_propagator(items, dataclasses.replace(settings, layout="edges"), NUM_CLASSES,
+                             torch.device("cpu"))
+    for a, b in zip(fallback, edges):
+        assert torch.equal(a, b)
+
+
+def test_crop_gathers_node_rows_with_gradients():
+    item = _block_graph_item(ITEMS[2])
+    batched = stack_graphs([ITEMS[0], item], "edges", torch.device("cpu"))
+    num_nodes = batched.inputs["x"].shape[1]
+    values = torch.randn(2, num_nodes, 3, requires_grad=True)
+    grid = batched.crop(values, 1)
+    h, w = item.grid_shape
+    assert grid.shape == (3, h, w)
+    cell_node = item.graph.cell_node.view(h, w)
+    assert torch.equal(grid[:, 3, 1], values[1, cell_node[3, 1]])
+    grid.sum().backward()
+    # Every node's gradient counts its cells; padding rows get none.
+    counts = torch.bincount(item.graph.cell_node, minlength=item.graph.num_nodes).float()
+    torch.testing.assert_close(values.grad[1, :item.graph.num_nodes],
+                               counts.unsqueeze(1).expand(-1, 3))
+    assert values.grad[1, item.graph.num_nodes:].abs().sum() == 0
+    assert values.grad[0].abs().sum() == 0
+
+
+# --------------------------------------------------------------------------------------------
+# propagator.name = random_walk
+# --------------------------------------------------------------------------------------------
+
+def test_box_allowed_classes():
+    boxes = torch.tensor([[1, 0, 3, 2], [2, 1, 4, 3]])
+    allowed = box_allowed_classes(boxes, torch.tensor([1, 2]), 4, (3, 5))
+    assert allowed.shape == (4, 3, 5) and allowed[0].all() and not allowed[3].any()
+    assert allowed[1].nonzero().tolist() == [[0, 1], [0, 2], [1, 1], [1, 2]]
+    assert allowed[2].nonzero().tolist() == [[1, 2], [1, 3], [2, 2], [2, 3]]
+
+
+def test_random_walk_propagator_walks_the_seeds():
+    settings = dataclasses.replace(SETTINGS, name="random_walk", rw_beta=4.0, rw_log_steps=3)
+    items = ITEMS + [_block_graph_item(ITEMS[0])]
+    probs = train_propagator(items, settings, NUM_CLASSES, torch.device("cpu"))
+    for item, p in zip(items, probs):
+        h, w = item.grid_shape
+        assert p.shape == (NUM_CLASSES, h, w)
+        torch.testing.assert_close(p.sum(0), torch.ones(h, w))
+        assert (p.argmax(0)[0] == 0).all()  # the seeded background row
+        # Initial scores: one-hot seeds; unknown cells uniform over background and the
+        # classes of the boxes covering them (a class absent from every box starts at 0).
+        allowed = box_allowed_classes(item.boxes, item.box_classes, NUM_CLASSES, item.grid_shape)
+        initial = seed_label_probabilities(item.cell_seeds(), NUM_CLASSES, allowed)
+        expected = random_walk_probabilities(item.graph, initial, beta=4.0, log_steps=3)
+        torch.testing.assert_close(p, expected)
+    absent = ({1, 2} - set(ITEMS[0].box_classes.tolist())).pop()
+    assert probs[0][absent].max() < 1e-6
