@@ -50,3 +50,15 @@ def test_yaml_is_parsed_safely(tmp_path):
     path.write_text("limit: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(Outer, path)
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+
+    from graphwsss.settings import RunSettings, supervision_defaults
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) >= 12
+    for path in configs:
+        supervision = path.stem.split("_")[0]
+        settings = load_config(RunSettings, path, defaults=supervision_defaults(supervision))
+        assert settings.supervision == supervision, path
