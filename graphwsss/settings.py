@@ -78,7 +78,8 @@ class CAMSettings:
     seed_fraction: float = 0.4                # M'_I: top 40% most confident pixels per class (§2)
     background_power: float = 1.0             # random-walk start, image tags: bg = (1 - max A)^α (§3)
     random_walk_share: float = 0.75           # image tags: final = 1/4 A²GNN + 3/4 random walk (§2)
-    training: TrainingSettings = field(default_factory=TrainingSettings)
+    # lr 0.05 (the affinity CNN's) made importance-sampling training diverge in epoch 2 here.
+    training: TrainingSettings = field(default_factory=lambda: TrainingSettings(lr=0.01))
 
 
 @dataclass
