@@ -40,7 +40,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,7 @@ import torch.nn.functional as F
 from graphwsss.losses.feature_similarity import (feature_similarity_loss,
                                                  feature_similarity_loss_allpairs)
 from graphwsss.utils import resolve_device
+from graphwsss.utils.memory import memory_increase, memory_mark, synchronize
 
 BATCH, CLASSES, SIGMA, MU = 8, 21, 5.0, 2.5
 ALLPAIRS_TENSORS = 8        # [B, N, N] tensors alive at the all-pairs peak, when not measured
@@ -74,36 +74,6 @@ def make_inputs(size: int, device: torch.device):
     return activations, image.clamp(0, 1).to(device)
 
 
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_bytes() -> int:
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_case(case: dict) -> dict:
     device = resolve_device(case["device"])
     activations, image = make_inputs(case["size"], device)
@@ -115,12 +85,8 @@ def run_case(case: dict) -> dict:
 
         def loss_fn():
             return feature_similarity_loss(activations, image, SIGMA, MU, window=window)
-    synchronize(device)
-    baseline = resident_bytes()
-    peak_was_reset = reset_peak()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        baseline = torch.cuda.memory_allocated(device)
+    mark = memory_mark(device)
+    peak_was_reset = mark is not None
 
     times, loss = [], None
     for step in range(1 + case["steps"]):
@@ -133,10 +99,7 @@ def run_case(case: dict) -> dict:
         if step > 0:
             times.append(time.perf_counter() - start)
 
-    if device.type == "cuda":
-        memory = torch.cuda.max_memory_allocated(device) - baseline
-    else:
-        memory = max(peak_bytes() - baseline, 0)
+    memory = memory_increase(device, mark)
     if case.get("save"):
         torch.save({"loss": loss.detach().double().cpu(),
                     "grad": activations.grad.detach().double().cpu()}, case["save"])

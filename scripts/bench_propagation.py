@@ -63,7 +63,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -77,6 +76,7 @@ from graphwsss.nn import build_propagator
 from graphwsss.nn.a2gnn import A2GNN
 from graphwsss.nn.batched import grid_block_edges
 from graphwsss.utils import resolve_device
+from graphwsss.utils.memory import memory_increase, memory_mark, synchronize
 
 VOC = dict(height=63, width=47, in_channels=5632, num_classes=21)
 VOC_4X = dict(height=126, width=94, in_channels=5632, num_classes=21)
@@ -162,36 +162,6 @@ def dense_weight_matrix(grid_weight: torch.Tensor, offsets: torch.Tensor) -> tor
 # Measurement in a subprocess
 # --------------------------------------------------------------------------------------------
 
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_bytes() -> int:
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def per_image_cross_entropy(logits: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
     """Sum over images of each image's mean cross-entropy on its seeded nodes, in one pass over
     the batch (``logits`` ``[B, N, K]``, ``seeds`` ``[B, N]``, 255 unseeded)."""
@@ -240,13 +210,7 @@ def run_case(case: dict) -> dict:
         x, grid_weight, seeds = pad_batch([images[i] for i in group])
         batches.append((x.to(device), grid_weight.to(device), seeds.to(device), group))
     del images
-    synchronize(device)
-
-    baseline = resident_bytes()
-    reset_peak()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        baseline = torch.cuda.memory_allocated(device)
+    mark = memory_mark(device)
 
     steps = []
     for x, grid_weight, seeds, group in batches:
@@ -291,10 +255,7 @@ def run_case(case: dict) -> dict:
             times.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu_start)
 
-    if device.type == "cuda":
-        memory = torch.cuda.max_memory_allocated(device) - baseline
-    else:
-        memory = max(peak_bytes() - baseline, 0)
+    memory = memory_increase(device, mark) or 0
     return dict(seconds_per_epoch=statistics.median(times),
                 cpu_seconds_per_epoch=statistics.median(cpu_times), epochs=len(times),
                 images=len(batches) if kind == "single" else len(batches[0][3]),

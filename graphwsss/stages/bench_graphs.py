@@ -43,7 +43,6 @@ Outputs: ``<out>/bench_graphs.csv`` and ``<out>/bench_graphs.json`` (atomic).
 from __future__ import annotations
 
 import csv
-import ctypes
 import dataclasses
 import importlib.util
 import io
@@ -73,6 +72,7 @@ from graphwsss.seeds.grid import grid_seeds
 from graphwsss.settings import RunSettings
 from graphwsss.utils.io import atomic_path, atomic_write
 from graphwsss.utils.runtime import get_logger, resolve_device
+from graphwsss.utils.memory import memory_increase, memory_mark, memory_method, synchronize
 
 log = get_logger(__name__)
 
@@ -286,74 +286,6 @@ def measure_in_subprocess(data_root: str | os.PathLike, run_dir: str | os.PathLi
         lines = done.stderr.strip().splitlines()
         raise RuntimeError(lines[-1] if lines else f"exit status {done.returncode}")
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def memory_method(device: torch.device) -> str:
-    if device.type == "cuda":
-        return "cuda_max_allocated"
-    return "rss_hwm" if _reset_rss_peak() else "unavailable"
-
-
-def memory_mark(device: torch.device) -> int | None:
-    """Reset the peak and return the current usage (bytes); ``None`` if the peak cannot be reset.
-
-    On the CPU the C heap's free pages are returned to the kernel first (``malloc_trim``), so
-    that what the next allocations touch shows in the resident size.
-    """
-    if device.type == "cuda":
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        return torch.cuda.memory_allocated(device)
-    _trim_heap()
-    return _rss_bytes() if _reset_rss_peak() else None
-
-
-def memory_increase(device: torch.device, mark: int | None) -> int | None:
-    """Peak usage since :func:`memory_mark` minus the usage then (bytes, ``>= 0``)."""
-    if mark is None:
-        return None
-    if device.type == "cuda":
-        synchronize(device)
-        return max(torch.cuda.max_memory_allocated(device) - mark, 0)
-    peak = _rss_peak_bytes()
-    return None if peak is None else max(peak - mark, 0)
-
-
-def _trim_heap() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _reset_rss_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")  # 5: reset the peak resident set size (VmHWM) to the current one
-        return True
-    except OSError:
-        return False
-
-
-def _rss_peak_bytes() -> int | None:
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 # --------------------------------------------------------------------------------------------

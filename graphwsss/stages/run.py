@@ -48,7 +48,7 @@ from graphwsss.stages.evaluate import SegmentationEvaluator, write_metrics
 from graphwsss.stages.features import FeatureExtractor
 from graphwsss.stages.propagate import PropagationItem, estimate_batch_size, train_propagator
 from graphwsss.stages.report import write_report
-from graphwsss.utils.distributed import DistributedContext, init_distributed
+from graphwsss.utils.distributed import init_distributed
 from graphwsss.utils.io import atomic_write
 from graphwsss.utils.runtime import get_logger, resolve_device, seed_everything
 
