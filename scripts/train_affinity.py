@@ -17,15 +17,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 
 from graphwsss.config import load_config
 from graphwsss.data.voc import VOCDataset
 from graphwsss.settings import RunSettings
 from graphwsss.stages.affinity import train_affinity
 from graphwsss.stages.run import Pipeline, RunPaths
-from graphwsss.utils.distributed import init_distributed
-from graphwsss.utils.runtime import get_logger, resolve_device, seed_everything
+from graphwsss.utils.distributed import setup_process
+from graphwsss.utils.runtime import get_logger
 
 log = get_logger("train_affinity")
 
@@ -39,12 +38,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
     settings = load_config(RunSettings, args.config, args.overrides)
-    device = resolve_device(settings.device)
-    context = init_distributed(device.type)
-    if device.type == "cuda" and context.enabled:
-        device = torch.device("cuda", context.local_rank)
-        torch.cuda.set_device(device)
-    seed_everything(settings.seed)
+    device, context = setup_process(settings.device, settings.seed)
     dataset = VOCDataset(args.data, split=settings.split)
     image_ids = dataset.ids[:settings.limit] if settings.limit else list(dataset.ids)
     out = Path(args.out)

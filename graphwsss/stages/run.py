@@ -48,9 +48,9 @@ from graphwsss.stages.evaluate import SegmentationEvaluator, write_metrics
 from graphwsss.stages.features import FeatureExtractor
 from graphwsss.stages.propagate import PropagationItem, estimate_batch_size, train_propagator
 from graphwsss.stages.report import write_report
-from graphwsss.utils.distributed import init_distributed
+from graphwsss.utils.distributed import setup_process
 from graphwsss.utils.io import atomic_write
-from graphwsss.utils.runtime import get_logger, resolve_device, seed_everything
+from graphwsss.utils.runtime import get_logger
 
 log = get_logger(__name__)
 
@@ -340,12 +340,7 @@ def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunS
     Returns the metrics (rank 0, when ground truth exists), else ``None``.
     """
     started = time.perf_counter()
-    device = resolve_device(settings.device)
-    context = init_distributed(device.type)
-    if device.type == "cuda" and context.enabled:
-        device = torch.device("cuda", context.local_rank)
-        torch.cuda.set_device(device)
-    seed_everything(settings.seed)
+    device, context = setup_process(settings.device, settings.seed)
     dataset = VOCDataset(data_root, split=settings.split, tags_file=settings.seeds.tags_file)
     image_ids = dataset.ids[:settings.limit] if settings.limit else list(dataset.ids)
     paths = RunPaths(Path(out_dir))

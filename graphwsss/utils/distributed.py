@@ -50,3 +50,17 @@ def init_distributed(device_type: str = "cpu") -> DistributedContext:
         dist.init_process_group(backend=backend)
     return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(),
                               local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def setup_process(device_setting: str, seed: int) -> tuple[torch.device, DistributedContext]:
+    """Resolve the device (``auto`` picks CUDA), join ``torchrun``'s process group if any (one
+    GPU per local rank), and seed everything: the start of every entry point that trains."""
+    from graphwsss.utils.runtime import resolve_device, seed_everything
+
+    device = resolve_device(device_setting)
+    context = init_distributed(device.type)
+    if device.type == "cuda" and context.enabled:
+        device = torch.device("cuda", context.local_rank)
+        torch.cuda.set_device(device)
+    seed_everything(seed)
+    return device, context
