@@ -169,7 +169,8 @@ class Pipeline:
     def cams(self, image_ids: list[str], own_ids: list[str]) -> None:
         """Train the CAM network on every image's tags (DDP under torchrun) and write this
         rank's CAMs (§3); only for scribble, point and image supervision."""
-        if not self.needs_cams or all(self.paths.cams(i).is_file() for i in own_ids):
+        # Decided on all images, so that every rank takes part in the DDP training or none.
+        if not self.needs_cams or all(self.paths.cams(i).is_file() for i in image_ids):
             return
         log.info("stage cam: %s pooling, %s FSL, on the tags of %d images -> %s",
                  self.settings.cam.pooling, self.settings.cam.fsl, len(image_ids), self.paths.cam)
