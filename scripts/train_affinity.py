@@ -19,10 +19,9 @@ from pathlib import Path
 
 
 from graphwsss.config import load_config
-from graphwsss.data.voc import VOCDataset
 from graphwsss.settings import RunSettings
 from graphwsss.stages.affinity import train_affinity
-from graphwsss.stages.run import Pipeline, RunPaths
+from graphwsss.stages.run import Pipeline, RunPaths, open_dataset
 from graphwsss.utils.distributed import setup_process
 from graphwsss.utils.runtime import get_logger
 
@@ -39,8 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = load_config(RunSettings, args.config, args.overrides)
     device, context = setup_process(settings.device, settings.seed)
-    dataset = VOCDataset(args.data, split=settings.split)
-    image_ids = dataset.ids[:settings.limit] if settings.limit else list(dataset.ids)
+    dataset, image_ids = open_dataset(args.data, settings)
     out = Path(args.out)
     seeds = Path(args.seeds) if args.seeds else out / "seeds"
     if not args.seeds:

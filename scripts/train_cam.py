@@ -19,17 +19,15 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from graphwsss.config import load_config
-from graphwsss.data.voc import VOCDataset
 from graphwsss.settings import RunSettings
 from graphwsss.stages.cam import infer_cams, train_cam
 from graphwsss.stages.evaluate import format_table, write_metrics
 from graphwsss.stages.evaluate_cam import evaluate_cams
-from graphwsss.utils.distributed import init_distributed
+from graphwsss.stages.run import open_dataset
+from graphwsss.utils.distributed import setup_process
 from graphwsss.utils.io import atomic_write
-from graphwsss.utils.runtime import get_logger, resolve_device, seed_everything
+from graphwsss.utils.runtime import get_logger
 
 log = get_logger("train_cam")
 
@@ -45,14 +43,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
     settings = load_config(RunSettings, args.config, args.overrides)
-    device = resolve_device(settings.device)
-    context = init_distributed(device.type)
-    if device.type == "cuda" and context.enabled:
-        device = torch.device("cuda", context.local_rank)
-        torch.cuda.set_device(device)
-    seed_everything(settings.seed)
-    dataset = VOCDataset(args.data, split=settings.split)
-    image_ids = dataset.ids[:settings.limit] if settings.limit else list(dataset.ids)
+    device, context = setup_process(settings.device, settings.seed)
+    dataset, image_ids = open_dataset(args.data, settings)
     out = Path(args.out)
     if context.is_main:
         atomic_write(out / "cam_settings.json",

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphwsss.models.backbone import Backbone
+from graphwsss.models.backbone import Backbone, BackboneNetwork
 
 REDUCED_CHANNELS = (64, 128, 256)
 EMBEDDING_DIM = 448
@@ -36,7 +36,7 @@ def concat_levels(levels: list[Tensor]) -> Tensor:
                       for level in levels], dim=1)
 
 
-class AffinityNet(nn.Module):
+class AffinityNet(BackboneNetwork):
     """Backbone + affinity embedding head.
 
     Args:
@@ -81,18 +81,6 @@ class AffinityNet(nn.Module):
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
         nn.init.xavier_uniform_(self.mix.weight)
         nn.init.zeros_(self.mix.bias)
-
-    def train(self, mode: bool = True) -> "AffinityNet":
-        super().train(mode)
-        if mode and self.freeze_batchnorm:
-            for module in self.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
-
-    def head_parameters(self) -> list[nn.Parameter]:
-        """The parameters of the (freshly initialised) embedding head."""
-        return [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         levels = self.backbone(images)[-3:]

@@ -98,6 +98,31 @@ class Backbone(nn.Module, ABC):
         return self.normalize(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
 
 
+class BackboneNetwork(nn.Module):
+    """A network made of a :class:`Backbone` (attribute ``backbone``) and a freshly initialised
+    head (every other parameter), as the affinity CNN and the CAM network are.
+
+    With ``freeze_batchnorm`` set, training mode leaves the backbone's batch-norm layers in
+    evaluation mode: their ImageNet statistics stay fixed, the usual choice with the small
+    batches these networks are trained with.
+    """
+
+    backbone: Backbone
+    freeze_batchnorm: bool = True
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.freeze_batchnorm:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The parameters outside the backbone."""
+        return [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
+
+
 def build_backbone(name: str = "efficientnet_lite0", weights: str | os.PathLike | None = IMAGENET,
                    output_stride: int = 8) -> Backbone:
     """Build a backbone by name (in training mode, as every fresh ``nn.Module``).

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphwsss.models.backbone import Backbone
+from graphwsss.models.backbone import Backbone, BackboneNetwork
 
 Activation = Literal["sigmoid", "softmax"]
 Classifier = Literal["linear", "cosine"]
@@ -51,7 +51,7 @@ class CAMOutput(NamedTuple):
     features: Tensor
 
 
-class CAMNet(nn.Module):
+class CAMNet(BackboneNetwork):
     r"""Backbone + 1×1 classifier without bias giving class logits on the stride-8 grid (§3).
 
     Args:
@@ -121,18 +121,6 @@ class CAMNet(nn.Module):
 
     def reset_head(self) -> None:
         nn.init.normal_(self.classifier.weight, std=0.01)
-
-    def train(self, mode: bool = True) -> "CAMNet":
-        super().train(mode)
-        if mode and self.freeze_batchnorm:
-            for module in self.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
-
-    def head_parameters(self) -> list[nn.Parameter]:
-        """The parameters outside the backbone (classifier, learnable FSL)."""
-        return [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
 
     def classifier_weight(self) -> Tensor:
         """``[C, D]`` the class vectors :math:`w_k` (background first with softmax)."""

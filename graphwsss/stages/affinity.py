@@ -25,7 +25,7 @@ from graphwsss.models.affinity import AffinityNet
 from graphwsss.models.backbone import build_backbone
 from graphwsss.seeds.grid import grid_seeds
 from graphwsss.settings import BackboneSettings, RunSettings
-from graphwsss.training import augment, train_network
+from graphwsss.training import augment, load_trained_weights, train_network
 from graphwsss.utils.runtime import get_logger
 
 log = get_logger(__name__)
@@ -41,23 +41,9 @@ def load_affinity_network(path: str | Path, device: torch.device | str,
                           backbone: BackboneSettings | None = None) -> AffinityNet:
     """Load trained affinity weights: a ``model.pt`` state dict, a training ``checkpoint.pt``,
     or a folder holding ``model.pt``. Returns the network in evaluation mode on ``device``."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise DataError(path, "affinity network weights not found")
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same message
-        raise DataError(path, f"cannot read affinity network weights ({error})") from error
-    state = state.get("model", state) if isinstance(state, dict) else state
     network = build_affinity_network(backbone or BackboneSettings(), pretrained=False)
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as error:
-        raise DataError(path, f"weights do not match the {type(network.backbone).__name__} "
-                                  f"affinity network ({str(error).splitlines()[0]})") from error
-    return network.to(device).eval()
+    return load_trained_weights(network, path, device,
+                                f"{type(network.backbone).__name__} affinity network")
 
 
 class AffinityTrainingSet(Dataset):

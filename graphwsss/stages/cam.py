@@ -47,7 +47,7 @@ from graphwsss.postprocess.upsample import upsample_probs
 from graphwsss.seeds.fusion import top_fraction_cam_seeds
 from graphwsss.seeds.grid import grid_seeds
 from graphwsss.settings import CRFSettings, RunSettings
-from graphwsss.training import augment, train_network
+from graphwsss.training import augment, load_trained_weights, train_network
 from graphwsss.utils.io import atomic_path
 from graphwsss.utils.runtime import get_logger
 
@@ -99,24 +99,10 @@ def load_cam_network(path: str | Path, device: torch.device | str, settings: Run
                      num_classes: int) -> CAMNet:
     """Trained CAM weights from a ``model.pt`` state dict, a training ``checkpoint.pt`` or a
     folder holding ``model.pt``; the network in evaluation mode on ``device``."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise DataError(path, "CAM network weights not found")
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same message
-        raise DataError(path, f"cannot read CAM network weights ({error})") from error
-    state = state.get("model", state) if isinstance(state, dict) else state
     network = build_cam_network(settings, num_classes, pretrained=False)
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as error:
-        raise DataError(path, f"weights do not match the CAM network for cam.pooling="
-                              f"{settings.cam.pooling}, {num_classes} classes on "
-                              f"{settings.backbone.name} ({str(error).splitlines()[0]})") from error
-    return network.to(device).eval()
+    return load_trained_weights(network, path, device,
+                                f"CAM network for cam.pooling={settings.cam.pooling}, "
+                                f"{num_classes} classes on {settings.backbone.name}")
 
 
 # --------------------------------------------------------------------------------------------

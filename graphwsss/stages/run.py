@@ -334,6 +334,12 @@ class Pipeline:
         return evaluator, seed_quality
 
 
+def open_dataset(data_root: str | os.PathLike, settings: RunSettings) -> tuple[VOCDataset, list[str]]:
+    """The data set of a run (split, tags file) and its images (the first ``limit``)."""
+    dataset = VOCDataset(data_root, split=settings.split, tags_file=settings.seeds.tags_file)
+    return dataset, dataset.ids[:settings.limit] if settings.limit else list(dataset.ids)
+
+
 def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunSettings,
         show_progress: bool = True) -> dict | None:
     """Run every stage on ``data_root`` and write the outputs under ``out_dir``.
@@ -342,8 +348,7 @@ def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunS
     """
     started = time.perf_counter()
     device, context = setup_process(settings.device, settings.seed)
-    dataset = VOCDataset(data_root, split=settings.split, tags_file=settings.seeds.tags_file)
-    image_ids = dataset.ids[:settings.limit] if settings.limit else list(dataset.ids)
+    dataset, image_ids = open_dataset(data_root, settings)
     paths = RunPaths(Path(out_dir))
     if context.is_main:
         _warn_if_settings_changed(paths.root / "config.yaml", settings)

@@ -1,7 +1,7 @@
 """Network training shared by the affinity CNN and the CAM network: augmentation and the loop."""
 
 from graphwsss.training.augment import Augmented, augment, color_jitter, random_crop, random_scale
-from graphwsss.training.loop import parameter_groups, train_network
+from graphwsss.training.loop import load_trained_weights, parameter_groups, train_network
 
 __all__ = ["Augmented", "augment", "color_jitter", "random_crop", "random_scale",
-           "parameter_groups", "train_network"]
+           "load_trained_weights", "parameter_groups", "train_network"]

@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from graphwsss.data.errors import DataError
 from graphwsss.settings import TrainingSettings
 from graphwsss.utils.io import atomic_path, atomic_write
 from graphwsss.utils.runtime import get_logger
@@ -155,6 +156,32 @@ def train_network(model: nn.Module, compute_loss: LossFunction, dataset: Dataset
     if distributed:
         dist.barrier()
     return model.eval()
+
+
+def load_trained_weights(network: nn.Module, path: str | Path, device: torch.device | str,
+                         what: str) -> nn.Module:
+    """Load weights that :func:`train_network` wrote: ``model.pt``, a ``checkpoint.pt``, or a
+    folder holding ``model.pt``. Returns ``network`` on ``device`` in evaluation mode.
+
+    Raises :class:`~graphwsss.data.errors.DataError` naming the file when it is missing,
+    unreadable, or does not match ``network`` (``what`` names the network in the message).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise DataError(path, f"{what} weights not found")
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same message
+        raise DataError(path, f"cannot read {what} weights ({error})") from error
+    state = state.get("model", state) if isinstance(state, dict) else state
+    try:
+        network.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise DataError(path, f"weights do not match the {what} "
+                              f"({str(error).splitlines()[0]})") from error
+    return network.to(device).eval()
 
 
 def _save(path: Path, value) -> None:
