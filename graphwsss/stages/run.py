@@ -243,7 +243,8 @@ class Pipeline:
         for ``graph.builder=affinity``, the ImageNet backbone otherwise."""
         if self.settings.graph.builder == "affinity":
             if self.affinity_network is None:
-                self.affinity_network = load_affinity_network(self.paths.affinity, self.device,
+                weights = self.settings.affinity.training.checkpoint or self.paths.affinity
+                self.affinity_network = load_affinity_network(weights, self.device,
                                                               self.settings.backbone)
             return AffinityEmbedder(self.affinity_network)
         return FeatureExtractor(self.settings.backbone, self.device)
