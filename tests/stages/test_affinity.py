@@ -78,3 +78,9 @@ def test_run_trains_the_affinity_cnn_and_builds_its_graph(sample_root, tmp_path)
     assert (tmp_path / "affinity" / "model.pt").is_file()
     assert len(list((tmp_path / "pseudo_labels").glob("*.png"))) == 2
     assert metrics["images"] == 2
+    # Another run reuses those weights: nothing is trained, the graphs come from them.
+    reuse = _settings("limit=2", "graph.builder=affinity", "propagator.epochs_first=2",
+                      "propagator.epochs_second=1", "crf.enabled=false",
+                      f"affinity.training.checkpoint={tmp_path / 'affinity' / 'model.pt'}")
+    again = run(sample_root, tmp_path / "reuse", reuse, show_progress=False)
+    assert again["images"] == 2 and not (tmp_path / "reuse" / "affinity").exists()
