@@ -2,11 +2,16 @@
 
 Stages, each resumable from the files it writes under ``<out>``:
 
-1. seeds        ``seeds/<id>.png``          box seeds by GrabCut (§2)
+0. cam          ``cam/model.pt``,           scribble, point and image supervision: the CAM
+                ``cams/<id>.npy``           network trained on the tags and its CAMs (§3)
+1. seeds        ``seeds/<id>.png``          the GNN's seeds M_g (§2): GrabCut in boxes;
+                ``affinity_seeds/<id>.png`` superpixel-expanded scribbles or points; the CAM's
+                                            confident seeds M'_I (and the CNN's, if they differ)
 2. affinity     ``affinity/model.pt``       the affinity CNN trained on the seeds (§4), for
                                             ``graph.builder=affinity``
-3. propagation  ``pseudo_labels/<id>.png``  features, graph (§5), A²GNN (§6), CRF (§7)
-                ``instances/<id>.png|json`` instance masks from boxes
+3. propagation  ``pseudo_labels/<id>.png``  features, graph (§5), A²GNN (§6; image tags: fused
+                                            1:3 with the random walk), CRF (§7)
+                ``instances/<id>.png|json`` box runs: instance masks from boxes
 4. evaluation   ``metrics.json``            when ground truth exists (§8)
 5. report       ``report.html``             metrics and the first images side by side
 
@@ -39,7 +44,8 @@ from graphwsss.nn.random_walk import random_walk_probabilities
 from graphwsss.postprocess import (clear_outside_boxes, dense_crf, instances_from_boxes,
                                    instances_to_coco, upsample_probs, write_instance_png)
 from graphwsss.seeds.grabcut import grabcut_box_seeds
-from graphwsss.seeds.sparse import merge_seeds, points_to_map, require_weak_label, superpixel_expansion
+from graphwsss.seeds.sparse import (merge_seeds, points_to_map, require_weak_label,
+                                    superpixel_expansion)
 from graphwsss.seeds.grid import grid_seeds
 from graphwsss.settings import RunSettings
 from graphwsss.stages.affinity import AffinityEmbedder, load_affinity_network, train_affinity
@@ -120,8 +126,8 @@ def make_seeds(sample: Sample, settings: RunSettings,
         return confident, confident
     options = {"method": settings.seeds.superpixel_method, "segments": settings.seeds.superpixels}
     if supervision == "scribble":
-        require_weak_label(sample.scribble is not None and bool((sample.scribble != IGNORE_INDEX).any()),
-                           sample.image_path, "scribble (SegmentationScribble/<id>.png)")
+        scribbled = sample.scribble is not None and bool((sample.scribble != IGNORE_INDEX).any())
+        require_weak_label(scribbled, sample.image_path, "scribble (SegmentationScribble/<id>.png)")
         expanded = superpixel_expansion(sample.image, sample.scribble, **options)
         gnn = expanded
         if not (expanded == 0).any():
