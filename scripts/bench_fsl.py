@@ -52,7 +52,8 @@ import torch.nn.functional as F
 from graphwsss.losses.feature_similarity import (feature_similarity_loss,
                                                  feature_similarity_loss_allpairs)
 from graphwsss.utils import resolve_device
-from graphwsss.utils.memory import memory_increase, memory_mark, synchronize
+from graphwsss.utils.memory import (memory_increase, memory_mark, run_case_if_asked,
+                                    synchronize)
 
 BATCH, CLASSES, SIGMA, MU = 8, 21, 5.0, 2.5
 ALLPAIRS_TENSORS = 8        # [B, N, N] tensors alive at the all-pairs peak, when not measured
@@ -140,13 +141,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per case")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.case:
-        case = json.loads(args.case)
-        if case.get("threads"):
-            torch.set_num_threads(case["threads"])
-        print(json.dumps(run_case(case)))
+    if run_case_if_asked(args, run_case):
         return
 
     device = resolve_device(args.device)

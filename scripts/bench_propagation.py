@@ -76,7 +76,8 @@ from graphwsss.nn import build_propagator
 from graphwsss.nn.a2gnn import A2GNN
 from graphwsss.nn.batched import grid_block_edges
 from graphwsss.utils import resolve_device
-from graphwsss.utils.memory import memory_increase, memory_mark, synchronize
+from graphwsss.utils.memory import (memory_increase, memory_mark, run_case_if_asked,
+                                    synchronize)
 
 VOC = dict(height=63, width=47, in_channels=5632, num_classes=21)
 VOC_4X = dict(height=126, width=94, in_channels=5632, num_classes=21)
@@ -347,13 +348,7 @@ def main() -> None:
                              "shared machine spinning OpenMP threads stall small operations)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.case:
-        case = json.loads(args.case)
-        if case.get("threads"):
-            torch.set_num_threads(case["threads"])
-        print(json.dumps(run_case(case)))
+    if run_case_if_asked(args, run_case):
         return
 
     device = resolve_device(args.device)

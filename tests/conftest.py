@@ -29,6 +29,18 @@ def shared_set(name: str) -> Path:
 
 
 @pytest.fixture
+def single_thread():
+    """One torch thread for tests of tiny tensors: OpenMP hand-offs cost more than they save on
+    a busy 2-core machine (use with ``pytest.mark.usefixtures("single_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def sample_copy(tmp_path: Path) -> Path:
     """A writable copy of the bundled sample, for tests that break files on purpose."""
     target = tmp_path / "sample"

@@ -11,8 +11,10 @@ already resident and look smaller than it is.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import resource
+from typing import Callable
 
 import torch
 
@@ -85,3 +87,18 @@ def memory_increase(device: torch.device, mark: int | None) -> int | None:
     if device.type == "cuda":
         return max(torch.cuda.max_memory_allocated(device) - mark, 0)
     return max(peak_bytes() - mark, 0)
+
+
+def run_case_if_asked(args, run_case: Callable[[dict], dict]) -> bool:
+    """Benchmarks time each case in a fresh subprocess started with ``--case JSON``: set the
+    thread count (``--threads`` or the case's ``threads``), run it, print its result as one JSON
+    line, and return ``True``; ``False`` in the parent process (no ``--case``)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.case:
+        return False
+    case = json.loads(args.case)
+    if case.get("threads"):
+        torch.set_num_threads(case["threads"])
+    print(json.dumps(run_case(case)))
+    return True

@@ -14,12 +14,7 @@ from graphwsss.losses.cam_pooling import (BoxMasks, background_aware_pooling, ba
                                           pooling_defaults)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def random_logits(batch=2, channels=4, height=5, width=6, seed=0):

@@ -11,12 +11,7 @@ from graphwsss.losses.feature_similarity import (FSL_VARIANT_WEIGHTS,
                                                  feature_similarity_loss_allpairs)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def random_problem(seed=0, batch=2, channels=4, height=6, width=9, dtype=torch.float64):

@@ -9,12 +9,7 @@ from graphwsss.models.backbone import build_backbone
 from graphwsss.models.cam import CAMNet
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def network(output_stride=8, **options):

@@ -18,12 +18,7 @@ from graphwsss.stages.cam import (CAMObjective, CAMTrainingSet, box_coverage, bu
                                   train_cam, write_cams)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _settings(*overrides):
