@@ -123,3 +123,22 @@ def test_scribble_run_without_scribbles_names_the_image(tmp_path, sample_copy, c
                  str(tmp_path / "run"), *SPARSE_FAST]) == 2
     message = capsys.readouterr().err
     assert first in message and "no scribble" in message
+
+
+def test_point_run_trains_the_affinity_cnn_on_the_cam_seeds(tmp_path, sample_root, monkeypatch):
+    """§2: for points the affinity CNN learns from M'_I (``affinity_seeds/``), not from M_g."""
+    import graphwsss.stages.run as run_module
+    used = {}
+    original = run_module.train_affinity
+
+    def spy(dataset, image_ids, seed_dir, *args, **kwargs):
+        used["seed_dir"] = seed_dir
+        return original(dataset, image_ids, seed_dir, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_affinity", spy)
+    out = tmp_path / "point"
+    assert main(["run", "--data", str(sample_root), "--supervision", "point", "--out", str(out),
+                 *SPARSE_FAST, "graph.builder=affinity", "affinity.training.epochs=1",
+                 "affinity.training.batch_size=2", "affinity.training.crop_size=64"]) == 0
+    assert used["seed_dir"] == out / "affinity_seeds"
+    assert (out / "affinity" / "model.pt").is_file()
