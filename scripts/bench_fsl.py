@@ -41,8 +41,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -53,7 +51,7 @@ from graphwsss.losses.feature_similarity import (feature_similarity_loss,
                                                  feature_similarity_loss_allpairs)
 from graphwsss.utils import resolve_device
 from graphwsss.utils.memory import (memory_increase, memory_mark, run_case_if_asked,
-                                    synchronize)
+                                    run_in_subprocess, synchronize)
 
 BATCH, CLASSES, SIGMA, MU = 8, 21, 5.0, 2.5
 ALLPAIRS_TENSORS = 8        # [B, N, N] tensors alive at the all-pairs peak, when not measured
@@ -109,22 +107,6 @@ def run_case(case: dict) -> dict:
                 threads=torch.get_num_threads())
 
 
-def run_in_subprocess(case: dict, timeout: float, wait_policy: str) -> dict:
-    command = [sys.executable, os.path.abspath(__file__), "--case", json.dumps(case)]
-    environment = dict(os.environ)
-    if wait_policy != "inherit":
-        environment["OMP_WAIT_POLICY"] = wait_policy
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              env=environment)
-    except subprocess.TimeoutExpired:
-        return dict(error=f"timed out after {timeout:.0f} s")
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines()
-        return dict(error=lines[-1] if lines else f"exit status {done.returncode}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 # --------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------
@@ -159,7 +141,7 @@ def main() -> None:
             case = dict(kind=kind, size=size, device=str(device), threads=args.threads,
                         steps=max(1, args.steps if kind != "allpairs" else min(args.steps, 2)),
                         save=os.path.join(folder, f"{name}.pt") if save else None)
-            result = run_in_subprocess(case, 1200, args.omp_wait_policy)
+            result = run_in_subprocess(__file__, case, 1200, args.omp_wait_policy)
             results[name] = result
             grid = f"{size}x{size}"
             if "error" in result:

@@ -64,8 +64,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
@@ -77,7 +75,7 @@ from graphwsss.nn.a2gnn import A2GNN
 from graphwsss.nn.batched import grid_block_edges
 from graphwsss.utils import resolve_device
 from graphwsss.utils.memory import (memory_increase, memory_mark, run_case_if_asked,
-                                    synchronize)
+                                    run_in_subprocess, synchronize)
 
 VOC = dict(height=63, width=47, in_channels=5632, num_classes=21)
 VOC_4X = dict(height=126, width=94, in_channels=5632, num_classes=21)
@@ -263,22 +261,6 @@ def run_case(case: dict) -> dict:
                 memory_bytes=memory, device=str(device), threads=torch.get_num_threads())
 
 
-def run_in_subprocess(case: dict, timeout: float, wait_policy: str) -> dict:
-    command = [sys.executable, os.path.abspath(__file__), "--case", json.dumps(case)]
-    environment = dict(os.environ)
-    if wait_policy != "inherit":
-        environment["OMP_WAIT_POLICY"] = wait_policy
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              env=environment)
-    except subprocess.TimeoutExpired:
-        return dict(error=f"timed out after {timeout:.0f} s")
-    if done.returncode != 0:
-        return dict(error=done.stderr.strip().splitlines()[-1] if done.stderr.strip() else
-                    f"exit status {done.returncode}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def check_dense_matches(device: torch.device) -> float:
     """Largest logit difference between A2GNN and the dense reference on a small graph."""
     offsets = radius_offsets(RADIUS, WINDOW)
@@ -319,7 +301,7 @@ def run_cases(cases: dict, device: torch.device, args) -> dict:
             print(f"{name:18s} {'(skipped with --quick)':30s}")
             continue
         case = dict(case, device=str(device), threads=args.threads)
-        result = run_in_subprocess(case, 600, args.omp_wait_policy)
+        result = run_in_subprocess(__file__, case, 600, args.omp_wait_policy)
         results[name] = result
         graph, layout = describe_graph(case), case.get("layout", "grid")
         if case["kind"] == "dense":

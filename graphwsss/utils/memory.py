@@ -14,6 +14,8 @@ import ctypes
 import json
 import os
 import resource
+import subprocess
+import sys
 from typing import Callable
 
 import torch
@@ -102,3 +104,22 @@ def run_case_if_asked(args, run_case: Callable[[dict], dict]) -> bool:
         torch.set_num_threads(case["threads"])
     print(json.dumps(run_case(case)))
     return True
+
+
+def run_in_subprocess(script: str, case: dict, timeout: float, wait_policy: str) -> dict:
+    """Run ``script --case JSON`` in a fresh Python process (its peak memory is its own) and
+    return the JSON result it prints last, or ``{"error": ...}`` on timeout or failure.
+    ``wait_policy`` sets ``OMP_WAIT_POLICY`` for it, unless ``"inherit"``."""
+    command = [sys.executable, os.path.abspath(script), "--case", json.dumps(case)]
+    environment = dict(os.environ)
+    if wait_policy != "inherit":
+        environment["OMP_WAIT_POLICY"] = wait_policy
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              env=environment)
+    except subprocess.TimeoutExpired:
+        return dict(error=f"timed out after {timeout:.0f} s")
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        return dict(error=lines[-1] if lines else f"exit status {done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
