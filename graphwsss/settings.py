@@ -26,6 +26,8 @@ class SeedSettings:
     superpixel_method: Literal["slic", "felzenszwalb"] = "slic"  # scribble/point expansion (§2)
     superpixels: int = 600                    # SLIC segments per image for the expansion
     tags_file: str | None = None              # image-level tags JSON/CSV; default: Annotations/
+    cam_fusion: bool = False                  # box runs: train the CAM network too and fuse its
+                                              # seeds with GrabCut's (§2, eq. 3.4-3.5)
 
 
 @dataclass
@@ -76,6 +78,7 @@ class CAMSettings:
     inference_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
     inference_flip: bool = True
     seed_fraction: float = 0.4                # M'_I: top 40% most confident pixels per class (§2)
+    background_threshold: float = 0.4         # M_I: background where every CAM is below (§2, 3.4)
     background_power: float = 1.0             # random-walk start, image tags: bg = (1 - max A)^α (§3)
     random_walk_share: float = 0.75           # image tags: final = 1/4 A²GNN + 3/4 random walk (§2)
     # lr 0.05 (the affinity CNN's) made importance-sampling training diverge in epoch 2 here.

@@ -2,9 +2,11 @@
 
 Stages, each resumable from the files it writes under ``<out>``:
 
-0. cam          ``cam/model.pt``,           scribble, point and image supervision: the CAM
-                ``cams/<id>.npy``           network trained on the tags and its CAMs (§3)
-1. seeds        ``seeds/<id>.png``          the GNN's seeds M_g (§2): GrabCut in boxes;
+0. cam          ``cam/model.pt``,           scribble, point and image supervision, and box
+                ``cams/<id>.npy``           runs with ``seeds.cam_fusion``: the CAM network
+                                            trained on the tags (or boxes, BAP) and its CAMs (§3)
+1. seeds        ``seeds/<id>.png``          the GNN's seeds M_g (§2): GrabCut in boxes (fused
+                                            with the CAM seeds, 3.4-3.5, when there are CAMs);
                 ``affinity_seeds/<id>.png`` superpixel-expanded scribbles or points; the CAM's
                                             confident seeds M'_I (and the CNN's, if they differ)
 2. affinity     ``affinity/model.pt``       the affinity CNN trained on the seeds (§4), for
@@ -43,13 +45,15 @@ from graphwsss.metrics import SeedQuality
 from graphwsss.nn.random_walk import random_walk_probabilities
 from graphwsss.postprocess import (clear_outside_boxes, dense_crf, instances_from_boxes,
                                    instances_to_coco, upsample_probs, write_instance_png)
+from graphwsss.seeds.fusion import fuse_box_and_cam_seeds, select_confident_seeds
 from graphwsss.seeds.grabcut import grabcut_box_seeds
 from graphwsss.seeds.sparse import (merge_seeds, points_to_map, require_weak_label,
                                     superpixel_expansion)
 from graphwsss.seeds.grid import grid_seeds
 from graphwsss.settings import RunSettings
 from graphwsss.stages.affinity import AffinityEmbedder, load_affinity_network, train_affinity
-from graphwsss.stages.cam import confident_cam_seeds, infer_cams, read_cams, train_cam
+from graphwsss.stages.cam import (cam_seeds, confident_cam_seeds, infer_cams, read_cams,
+                                  train_cam)
 from graphwsss.stages.evaluate import SegmentationEvaluator, write_metrics
 from graphwsss.stages.features import FeatureExtractor
 from graphwsss.stages.propagate import PropagationItem, estimate_batch_size, train_propagator
@@ -106,7 +110,9 @@ def make_seeds(sample: Sample, settings: RunSettings,
                cams: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(GNN seeds M_g, affinity-CNN seeds)`` of one image for the run's supervision (§2).
 
-    * box: GrabCut in the boxes, background outside (3.2–3.3); both the same.
+    * box: GrabCut in the boxes, background outside (3.2–3.3); both the same. With CAMs
+      (``seeds.cam_fusion``), GrabCut's M_B fused with the CAM's M_I (3.4) and kept where
+      confident (3.5).
     * scribble: scribbles expanded to superpixels (M_S) for the GNN; M_S, else the CAM's
       confident seeds M'_I, for the affinity CNN. An image whose scribbles mark no background
       takes M'_I's confident background into M_g too (else nothing would say "background").
@@ -118,6 +124,8 @@ def make_seeds(sample: Sample, settings: RunSettings,
         seeds = grabcut_box_seeds(sample.image, sample.boxes,
                                   iterations=settings.seeds.grabcut_iterations,
                                   min_size=settings.seeds.min_box_size, image_id=sample.image_id)
+        if cams is not None:
+            seeds = fused_box_seeds(seeds, cams, sample.boxes, settings)
         return seeds, seeds
     if cams is None:
         raise ValueError(f"{supervision} supervision needs the image's CAMs")
@@ -137,6 +145,17 @@ def make_seeds(sample: Sample, settings: RunSettings,
     points = points_to_map(sample.points, sample.height, sample.width, sample.image_id)
     expanded = superpixel_expansion(sample.image, points, **options)
     return merge_seeds(expanded, confident), confident
+
+
+def fused_box_seeds(box_seeds: np.ndarray, cams: np.ndarray, boxes: list,
+                    settings: RunSettings) -> np.ndarray:
+    """Box seeds M_B fused with CAM seeds (§2): M_F of (3.4) from M_B and M_I (background below
+    ``cam.background_threshold``), then the confident selection of (3.5) against M'_I (each
+    class's top ``cam.seed_fraction``)."""
+    fused = fuse_box_and_cam_seeds(box_seeds, cam_seeds(cams, settings.cam.background_threshold),
+                                   boxes)
+    return select_confident_seeds(fused, box_seeds,
+                                  confident_cam_seeds(cams, settings.cam.seed_fraction))
 
 
 def allowed_classes(sample: Sample, supervision: str) -> list[int]:
@@ -170,11 +189,12 @@ class Pipeline:
 
     @property
     def needs_cams(self) -> bool:
-        return self.settings.supervision != "box"
+        return self.settings.supervision != "box" or self.settings.seeds.cam_fusion
 
     def cams(self, image_ids: list[str], own_ids: list[str]) -> None:
         """Train the CAM network on every image's tags (DDP under torchrun) and write this
-        rank's CAMs (§3); only for scribble, point and image supervision."""
+        rank's CAMs (§3); for scribble, point and image supervision, and box runs with
+        ``seeds.cam_fusion``."""
         # Decided on all images, so that every rank takes part in the DDP training or none.
         if not self.needs_cams or all(self.paths.cams(i).is_file() for i in image_ids):
             return
