@@ -94,3 +94,12 @@ def test_cli_writes_the_metrics(sample_root, tmp_path, capsys):
     assert out.is_file()
     assert main(["evaluate-cam", "--data", str(sample_root), "--run", str(tmp_path / "x")]) == 2
     assert "cams" in capsys.readouterr().err
+
+    wide = tmp_path / "wide.json"
+    assert main(["evaluate-cam", "--data", str(sample_root), "--run", str(tmp_path),
+                 "--max-threshold", "0.9", "--out", str(wide)]) == 0
+    sweep = [entry["threshold"] for entry in json.loads(wide.read_text())["sweep"]]
+    assert len(sweep) == 91 and sweep[-1] == pytest.approx(0.9)
+    assert main(["evaluate-cam", "--data", str(sample_root), "--run", str(tmp_path),
+                 "--max-threshold", "1.5"]) == 2
+    assert "--max-threshold" in capsys.readouterr().err
