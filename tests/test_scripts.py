@@ -1,0 +1,39 @@
+"""The results scripts under ``scripts/`` on the bundled sample (tiny schedules)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+TINY_CAM = ["limit=2", "cam.training.epochs=1", "cam.training.batch_size=2",
+            "cam.training.crop_size=64", "cam.inference_scales=[1.0]", "cam.inference_flip=false",
+            "device=cpu"]
+
+
+def _cam_results(sample_root, out, *extra):
+    return subprocess.run([sys.executable, str(SCRIPTS / "cam_results.py"), "--data",
+                           str(sample_root), "--out", str(out), *extra, *TINY_CAM],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cam_results_trains_scores_and_resumes(sample_root, tmp_path):
+    done = _cam_results(sample_root, tmp_path, "--variants", "gap:none,is:multinomial")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "table.json").read_text())
+    assert [(row["pooling"], row["fsl"]) for row in rows] == [("gap", "none"),
+                                                              ("is", "multinomial")]
+    for row in rows:
+        assert 0 <= row["miou"] <= 100 and row["wall_seconds"] > 0
+        assert row["best_threshold"] <= 0.59 and row["wide_best_threshold"] <= 0.95
+        assert row["wide_miou"] >= row["miou"] - 1e-9    # the wide sweep contains the narrow one
+    assert "| gap | none |" in (tmp_path / "table.md").read_text()
+
+    again = _cam_results(sample_root, tmp_path, "--variants", "gap:none")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "table.json").read_text())[0]["wall_seconds"] is None
+
+
+def test_cam_results_rejects_a_malformed_variant(sample_root, tmp_path):
+    done = _cam_results(sample_root, tmp_path, "--variants", "gap")
+    assert done.returncode == 2 and "POOLING:FSL" in done.stderr
