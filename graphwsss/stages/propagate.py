@@ -263,6 +263,11 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
         total.backward()
         optimizer.step()
     model.eval()
+    if settings.consistency:
+        removed = sum(int(((item.cell_seeds().to(device) != IGNORE_INDEX)
+                           & (seeds == IGNORE_INDEX)).sum()) for item, seeds in zip(items, node_seeds))
+        log.info("consistency checking unlabeled %d of %d seeded nodes in %d images", removed,
+                 sum(int((item.cell_seeds() != IGNORE_INDEX).sum()) for item in items), len(items))
     with torch.no_grad():
         logits, _ = model(**batched.inputs)
     return [torch.softmax(batched.crop(logits, index), dim=0)
