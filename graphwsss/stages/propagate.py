@@ -264,10 +264,11 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
         optimizer.step()
     model.eval()
     if settings.consistency:
-        removed = sum(int(((item.cell_seeds().to(device) != IGNORE_INDEX)
-                           & (seeds == IGNORE_INDEX)).sum()) for item, seeds in zip(items, node_seeds))
+        seeded = [item.cell_seeds().to(device) != IGNORE_INDEX for item in items]
+        removed = sum(int((was & (now == IGNORE_INDEX)).sum())
+                      for was, now in zip(seeded, node_seeds))
         log.info("consistency checking unlabeled %d of %d seeded nodes in %d images", removed,
-                 sum(int((item.cell_seeds() != IGNORE_INDEX).sum()) for item in items), len(items))
+                 sum(int(was.sum()) for was in seeded), len(items))
     with torch.no_grad():
         logits, _ = model(**batched.inputs)
     return [torch.softmax(batched.crop(logits, index), dim=0)
