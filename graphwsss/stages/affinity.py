@@ -8,24 +8,22 @@ training; ``affinity.training.checkpoint`` points at weights trained elsewhere i
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from graphwsss.data.errors import DataError
 from graphwsss.data.palette import read_label_png
 from graphwsss.data.voc import VOCDataset
-from graphwsss.graphs.grid import downsample_image, radius_offsets
+from graphwsss.graphs.grid import radius_offsets
 from graphwsss.losses.affinity import affinity_loss
 from graphwsss.models.affinity import AffinityNet
 from graphwsss.models.backbone import build_backbone
 from graphwsss.seeds.grid import grid_seeds
 from graphwsss.settings import BackboneSettings, RunSettings
-from graphwsss.training import augment, load_trained_weights, train_network
+from graphwsss.training import AugmentedImageSet, load_trained_weights, train_network
 from graphwsss.utils.runtime import get_logger
 
 log = get_logger(__name__)
@@ -46,7 +44,7 @@ def load_affinity_network(path: str | Path, device: torch.device | str,
                                 f"{type(network.backbone).__name__} affinity network")
 
 
-class AffinityTrainingSet(Dataset):
+class AffinityTrainingSet(AugmentedImageSet):
     """Images with their seed maps, augmented (DESIGN.md §4: random scale, crop, flip, jitter).
 
     Items are dicts: ``image`` ``[3, S, S]`` float normalised for the backbone, ``seeds``
@@ -56,26 +54,14 @@ class AffinityTrainingSet(Dataset):
 
     def __init__(self, dataset: VOCDataset, image_ids: list[str], seed_dir: str | Path,
                  settings: RunSettings, pixel_mean, pixel_std, stride: int) -> None:
-        self.dataset = dataset
-        self.image_ids = list(image_ids)
+        super().__init__(dataset, image_ids, settings.affinity.training, settings.seed,
+                         pixel_mean, pixel_std, stride)
         self.seed_dir = Path(seed_dir)
-        self.training = settings.affinity.training
-        self.seed = settings.seed
-        self.pixel_mean = torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1)
-        self.pixel_std = torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1)
-        self.stride = stride
-        self.epoch = 0
         missing = [image_id for image_id in self.image_ids
                    if not (self.seed_dir / f"{image_id}.png").is_file()]
         if missing:
             raise DataError(self.seed_dir, f"no seed map for {len(missing)} training images "
                                            f"(first: {missing[0]}.png); run the seeds stage first")
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         image_id = self.image_ids[index]
@@ -84,21 +70,10 @@ class AffinityTrainingSet(Dataset):
         seeds = read_label_png(seed_path)
         if seeds.shape != image.shape[:2]:
             raise DataError(seed_path, f"seed map is {seeds.shape}, image is {image.shape[:2]}")
-        rng = np.random.default_rng([self.seed, self.epoch, zlib.crc32(image_id.encode())])
-        training = self.training
-        sample = augment(image, seeds, rng, crop_size=training.crop_size,
-                         scale_range=training.scale_range, flip=training.flip,
-                         jitter=training.color_jitter)
-        size = training.crop_size
-        grid = (-(-size // self.stride),) * 2
-        pixels = torch.from_numpy(sample.image).permute(2, 0, 1).float()
-        valid = torch.from_numpy(grid_seeds(sample.valid.astype(np.uint8), grid, self.stride) > 0)
-        return {
-            "image": (pixels - self.pixel_mean) / self.pixel_std,
-            "seeds": torch.from_numpy(grid_seeds(sample.label, grid, self.stride).astype(np.int64)),
-            "image_grid": downsample_image(pixels / 255.0, *grid),
-            "valid": valid,
-        }
+        augmented, item = self.augment_image(image_id, image, seeds)
+        item["seeds"] = torch.from_numpy(grid_seeds(augmented.label, self.grid,
+                                                    self.stride).astype(np.int64))
+        return item
 
 
 class AffinityObjective:

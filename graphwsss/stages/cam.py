@@ -22,7 +22,6 @@ Typical use (``graphwsss run`` wires the same calls)::
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -31,13 +30,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from graphwsss.data.errors import DataError
 from graphwsss.data.records import BACKGROUND, Box
 from graphwsss.data.voc import VOCDataset, parse_voc_xml
-from graphwsss.graphs.grid import downsample_image
 from graphwsss.losses.cam_pooling import SOFTMAX_POOLINGS, BoxMasks, cam_loss
 from graphwsss.losses.feature_similarity import FeatureSimilarityLoss
 from graphwsss.models.backbone import build_backbone
@@ -45,9 +42,8 @@ from graphwsss.models.cam import CAMNet
 from graphwsss.postprocess.crf import dense_crf
 from graphwsss.postprocess.upsample import upsample_probs
 from graphwsss.seeds.fusion import top_fraction_cam_seeds
-from graphwsss.seeds.grid import grid_seeds
 from graphwsss.settings import CRFSettings, RunSettings
-from graphwsss.training import augment, load_trained_weights, train_network
+from graphwsss.training import AugmentedImageSet, load_trained_weights, train_network
 from graphwsss.utils.io import atomic_path
 from graphwsss.utils.runtime import get_logger
 
@@ -139,7 +135,7 @@ def box_coverage(boxes: Sequence[Box], height: int, width: int) -> tuple[np.ndar
     return codes.reshape(height, width).astype(np.uint8), membership[:, :len(boxes)]
 
 
-class CAMTrainingSet(Dataset):
+class CAMTrainingSet(AugmentedImageSet):
     """Augmented images with their tags (and, for BAP, box masks) on the logit grid (§3).
 
     Items are dicts: ``image`` ``[3, S, S]`` float normalised for the backbone, ``labels``
@@ -152,27 +148,15 @@ class CAMTrainingSet(Dataset):
 
     def __init__(self, dataset: VOCDataset, image_ids: list[str], settings: RunSettings,
                  pixel_mean, pixel_std, stride: int, boxes: bool = False) -> None:
-        self.dataset = dataset
-        self.image_ids = list(image_ids)
-        self.training = settings.cam.training
-        self.seed = settings.seed
+        super().__init__(dataset, image_ids, settings.cam.training, settings.seed, pixel_mean,
+                         pixel_std, stride)
         self.num_classes = dataset.num_classes - 1
-        self.pixel_mean = torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1)
-        self.pixel_std = torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1)
-        self.stride = stride
         self.boxes = boxes
-        self.epoch = 0
         self.max_boxes = 1
         if boxes:
             counts = [len(parse_voc_xml(dataset.root / "Annotations" / f"{image_id}.xml",
                                         dataset.class_ids)[0]) for image_id in self.image_ids]
             self.max_boxes = max([1, *counts])
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         image_id = self.image_ids[index]
@@ -184,24 +168,11 @@ class CAMTrainingSet(Dataset):
                                 f"{len(sample.boxes)} boxes, more than the {self.max_boxes} "
                                 f"counted when the training set was built")
             codes, membership = box_coverage(sample.boxes, sample.height, sample.width)
-        rng = np.random.default_rng([self.seed, self.epoch, zlib.crc32(image_id.encode())])
-        training = self.training
-        augmented = augment(sample.image, codes, rng, crop_size=training.crop_size,
-                            scale_range=training.scale_range, flip=training.flip,
-                            jitter=training.color_jitter)
-        size = training.crop_size
-        grid = (-(-size // self.stride),) * 2
-        pixels = torch.from_numpy(augmented.image).permute(2, 0, 1).float()
-        item = {
-            "image": (pixels - self.pixel_mean) / self.pixel_std,
-            "labels": torch.from_numpy(tag_vector(sample.tags, self.num_classes)),
-            "image_grid": downsample_image(pixels / 255.0, *grid),
-            "valid": torch.from_numpy(grid_seeds(augmented.valid.astype(np.uint8), grid,
-                                                 self.stride) > 0),
-        }
+        augmented, item = self.augment_image(image_id, sample.image, codes)
+        item["labels"] = torch.from_numpy(tag_vector(sample.tags, self.num_classes))
         if self.boxes:
             item.update(self._box_masks(augmented.label, augmented.valid, membership,
-                                        [box.class_id for box in sample.boxes], grid))
+                                        [box.class_id for box in sample.boxes], self.grid))
         return item
 
     def _box_masks(self, codes: np.ndarray, valid: np.ndarray, membership: np.ndarray,
