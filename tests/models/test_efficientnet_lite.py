@@ -10,7 +10,8 @@ import torch
 from skimage import data, transform
 
 from graphwsss.models.efficientnet_lite import (
-    Conv2dSame, EfficientNetLite0, efficientnet_lite0, imagenet_weights_path)
+    Conv2dSame, DilatedDepthwiseConv2d, EfficientNetLite0, efficientnet_lite0,
+    imagenet_weights_path)
 
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -66,3 +67,31 @@ def test_same_padding_puts_the_odd_pixel_at_the_bottom_right():
     out = conv(torch.ones(1, 1, 4, 4))
     assert out[0, 0].tolist() == [[9.0, 6.0], [6.0, 4.0]]
     assert tuple(conv(torch.ones(1, 1, 5, 7)).shape) == (1, 1, 3, 4)
+
+
+@pytest.mark.parametrize("kernel_size,dilation,size", [(5, 2, (28, 28)), (3, 4, (13, 22)),
+                                                       (5, 4, (7, 9)), (3, 2, (1, 5))])
+def test_dilated_depthwise_conv_equals_nn_conv2d_in_values_and_gradients(kernel_size, dilation,
+                                                                         size):
+    torch.manual_seed(0)
+    reference = torch.nn.Conv2d(6, 6, kernel_size, padding=dilation * (kernel_size // 2),
+                                dilation=dilation, groups=6, bias=False)
+    phased = DilatedDepthwiseConv2d(6, 6, kernel_size, padding=dilation * (kernel_size // 2),
+                                    dilation=dilation, groups=6, bias=False)
+    phased.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 6, *size, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    expected, actual = reference(x), phased(x2)
+    assert actual.shape == expected.shape
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    upstream = torch.randn_like(expected)
+    expected.backward(upstream)
+    actual.backward(upstream)
+    torch.testing.assert_close(x2.grad, x.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(phased.weight.grad, reference.weight.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_output_stride_8_uses_the_phase_form_for_dilated_depthwise_convolutions():
+    model = EfficientNetLite0(output_stride=8)
+    dilated = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.dilation[0] > 1]
+    assert dilated and all(isinstance(m, DilatedDepthwiseConv2d) for m in dilated)
