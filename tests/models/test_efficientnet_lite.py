@@ -95,3 +95,12 @@ def test_output_stride_8_uses_the_phase_form_for_dilated_depthwise_convolutions(
     model = EfficientNetLite0(output_stride=8)
     dilated = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.dilation[0] > 1]
     assert dilated and all(isinstance(m, DilatedDepthwiseConv2d) for m in dilated)
+
+
+def test_dilated_depthwise_conv_rejects_what_the_phase_form_does_not_compute():
+    with pytest.raises(ValueError, match="stride-1 depthwise"):
+        DilatedDepthwiseConv2d(6, 6, 3, stride=2, padding=2, dilation=2, groups=6, bias=False)
+    with pytest.raises(ValueError, match="stride-1 depthwise"):
+        DilatedDepthwiseConv2d(6, 12, 3, padding=2, dilation=2, groups=6, bias=False)
+    with pytest.raises(ValueError, match="stride-1 depthwise"):
+        DilatedDepthwiseConv2d(6, 6, 3, padding=1, dilation=2, groups=6, bias=False)
