@@ -230,6 +230,7 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr,
                                  weight_decay=settings.weight_decay)
     node_seeds = [item.cell_seeds().to(device) for item in items]
+    seeded_before = sum(int((seeds != IGNORE_INDEX).sum()) for seeds in node_seeds)
     pixel_seeds = [_padded_pixel_seeds(item) for item in items] if settings.ce_on_image else None
     kernels = [potts_kernel(downsample_image(item.image.to(device), *item.grid_shape),
                             radius=settings.reg_radius) for item in items]
@@ -263,12 +264,10 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
         total.backward()
         optimizer.step()
     model.eval()
-    if settings.consistency:
-        seeded = [item.cell_seeds().to(device) != IGNORE_INDEX for item in items]
-        removed = sum(int((was & (now == IGNORE_INDEX)).sum())
-                      for was, now in zip(seeded, node_seeds))
-        log.info("consistency checking unlabeled %d of %d seeded nodes in %d images", removed,
-                 sum(int(was.sum()) for was in seeded), len(items))
+    if settings.consistency:  # the only step that unlabels node seeds (eq. 3.28)
+        seeded_after = sum(int((seeds != IGNORE_INDEX).sum()) for seeds in node_seeds)
+        log.info("consistency checking unlabeled %d of %d seeded nodes in %d images",
+                 seeded_before - seeded_after, seeded_before, len(items))
     with torch.no_grad():
         logits, _ = model(**batched.inputs)
     return [torch.softmax(batched.crop(logits, index), dim=0)
