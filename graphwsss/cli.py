@@ -1,4 +1,4 @@
-"""The ``graphwsss`` command line: ``run``, ``evaluate``, ``fill-boxes``, ``info``, ``demo``."""
+"""The ``graphwsss`` command line: ``run``, ``evaluate``, ``analyze``, ``fill-boxes``, ..."""
 
 from __future__ import annotations
 
@@ -77,6 +77,17 @@ def _evaluate_cam(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from graphwsss.stages.analyze import analyze_run, format_report, write_analysis
+
+    result = analyze_run(args.data, args.run, against=args.against, split=args.split)
+    print(format_report(result))
+    out = args.out or str(Path(args.run) / "analysis.json")
+    write_analysis(out, result)
+    log.info("analysis written to %s", out)
+    return 0
+
+
 def _fill_boxes(args: argparse.Namespace) -> int:
     from graphwsss.stages import filled_boxes
 
@@ -85,11 +96,22 @@ def _fill_boxes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_run_folder(out: str) -> None:
+    """Refuse an ``--out`` that is (or lies under) an existing file, before anything runs."""
+    for path in (Path(out), *Path(out).parents):
+        if path.exists():
+            if not path.is_dir():
+                raise DataError(path, "--out must name a run folder, but this is an existing "
+                                      "file" + ("" if path == Path(out) else f" (in {out})"))
+            return
+
+
 def _run(args: argparse.Namespace) -> int:
     from graphwsss.config import load_config
     from graphwsss.settings import RunSettings, supervision_defaults
     from graphwsss.stages.run import run
 
+    _check_run_folder(args.out)
     settings = load_config(RunSettings, args.config, [f"supervision={args.supervision}",
                                                       *args.overrides],
                            defaults=supervision_defaults(args.supervision))
@@ -125,6 +147,7 @@ def _demo(args: argparse.Namespace) -> int:
     from graphwsss.settings import RunSettings
     from graphwsss.stages.run import run
 
+    _check_run_folder(args.out)
     log.info("demo: box-supervised label propagation on the bundled sample (%s)", SAMPLE_DATA)
     metrics = run(SAMPLE_DATA, args.out, RunSettings(supervision="box"))
     print(f"\nA²GNN + CRF pseudo labels of {metrics['images']} sample images: mIoU "
@@ -168,6 +191,23 @@ def build_parser() -> argparse.ArgumentParser:
                               help="sweep 0.00..this in steps of 0.01 (default 0.59, DESIGN "
                                    "§8; softmax CAMs may peak higher)")
     evaluate_cam.set_defaults(handler=_evaluate_cam)
+
+    analyze = commands.add_parser(
+        "analyze", help="error analysis of a run's pseudo labels: seeded/unknown, boundary band",
+        description="Pixel accuracy of RUN/pseudo_labels split by RUN/seeds (seeded vs unknown) "
+                    "and by a band within ceil(2% of the diagonal) px of ground-truth edges, "
+                    "their crosses, per class and per image (worst pixel accuracy first); the "
+                    "'unknown as background' baseline; with --against, the pixels each run alone "
+                    "gets right and the per-image differences. Images without a pseudo label are "
+                    "skipped and counted. Prints a table, writes JSON.")
+    analyze.add_argument("--data", required=True, help="data set in Pascal VOC layout")
+    analyze.add_argument("--run", required=True,
+                         help="run folder holding seeds/ and pseudo_labels/")
+    analyze.add_argument("--against", metavar="RUN2",
+                         help="second run folder to compare with (split by RUN's seeds)")
+    analyze.add_argument("--out", help="analysis JSON (default <run>/analysis.json)")
+    analyze.add_argument("--split", default="train", help="ImageSets/Segmentation list")
+    analyze.set_defaults(handler=_analyze)
 
     fill = commands.add_parser("fill-boxes", help="write the filled-box baseline labels")
     fill.add_argument("--data", required=True, help="data set in Pascal VOC layout")
@@ -226,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ConfigError) as error:
         print(f"graphwsss: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # One line, no traceback: runs keep every finished image and trained network.
+        resume = ("; run the same command again to resume where it stopped"
+                  if args.command in ("run", "demo") else "")
+        print(f"\ngraphwsss: interrupted{resume}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

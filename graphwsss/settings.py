@@ -114,6 +114,8 @@ class PropagatorSettings:
     reg_radius: int = 5
     multi_point: bool = True                  # L_mp (eqs. 3.23–3.26), boxes only
     consistency: bool = True                  # consistency checking (eqs. 3.27–3.28)
+    unknown_background_weight: float = 0.0    # box runs: weight of a background L_ce on the
+                                              # unknown cells inside boxes (weak evidence)
     layout: Literal["edges", "grid"] = "edges"  # edge list (faster on CPU at MSRC size) or tiled grid
     ce_on_image: bool = False                 # L_ce on logits upsampled to image size (reference code)
     batch_images: int = 0                     # images trained together; 0 = from memory_budget_gb

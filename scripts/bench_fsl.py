@@ -175,7 +175,7 @@ def main() -> None:
         files = {name: os.path.join(folder, f"{name}.pt") for name in
                  ("ours_56", "cover_56", "allpairs_56")}
         if all(os.path.exists(path) for path in files.values()):
-            saved = {name: torch.load(path) for name, path in files.items()}
+            saved = {name: torch.load(path, weights_only=True) for name, path in files.items()}
             reference = saved["allpairs_56"]
             for name in ("cover_56", "ours_56"):
                 value_diff = float((saved[name]["loss"] - reference["loss"]).abs())

@@ -18,6 +18,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from graphwsss.data.errors import DataError
+from graphwsss.data.ids import check_image_ids
 from graphwsss.data.palette import read_image
 from graphwsss.data.records import IGNORE_INDEX, Box, Sample, tags_from_boxes
 from graphwsss.data.voc import clip_box
@@ -73,6 +74,7 @@ class COCODataset:
         self.category_to_class = {category["id"]: index + 1
                                   for index, category in enumerate(categories)}
         self.images = {image["id"]: image for image in content["images"]}
+        self._check_file_names()
         self.annotations: dict[int, list[dict]] = {image_id: [] for image_id in self.images}
         for annotation in content["annotations"]:
             if annotation["image_id"] not in self.images:
@@ -83,6 +85,22 @@ class COCODataset:
                                 f"category id {annotation['category_id']}, not in 'categories'")
             self.annotations[annotation["image_id"]].append(annotation)
         self.image_ids = sorted(self.images)
+
+    def _check_file_names(self) -> None:
+        """Each image's ``file_name`` lies under the image folder; its stem (the image id of
+        the outputs) is a valid id, unique across the images."""
+        named = []
+        for index, (image_id, info) in enumerate(self.images.items()):
+            where = f"images[{index}] (id {image_id})"
+            file_name = info.get("file_name") if isinstance(info, dict) else None
+            if not isinstance(file_name, str) or not file_name:
+                raise DataError(self.annotation_file, f"{where} has no 'file_name'")
+            parts = file_name.replace("\\", "/").split("/")
+            if Path(file_name).is_absolute() or file_name.startswith(("/", "\\")) or ".." in parts:
+                raise DataError(self.annotation_file, f"{where}: file_name {file_name!r} must be "
+                                                      "a path inside the image folder")
+            named.append((f"{where} file_name {file_name!r}", Path(file_name).stem))
+        check_image_ids(named, self.annotation_file)
 
     @property
     def num_classes(self) -> int:

@@ -12,11 +12,11 @@ Without a tags file the tags are the classes named in ``Annotations/<id>.xml``.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from pathlib import Path
 
 from graphwsss.data.errors import DataError
+from graphwsss.data.ids import check_image_ids, read_json_object
 
 
 def read_tags(path: str | os.PathLike, class_ids: dict[str, int]) -> dict[str, tuple[int, ...]]:
@@ -33,20 +33,21 @@ def read_tags(path: str | os.PathLike, class_ids: dict[str, int]) -> dict[str, t
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(path, f"cannot read tags file ({error})") from error
     if path.suffix.lower() == ".json":
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise DataError(path, f"invalid JSON ({error})") from error
+        raw = read_json_object(path, "tags JSON")
         if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
             raise DataError(path, "tags JSON must map image ids to lists of class names")
+        check_image_ids(((f"entry {index}", image_id) for index, image_id in enumerate(raw)),
+                        path)
         entries = {str(image_id): names for image_id, names in raw.items()}
     else:
-        entries = {}
+        rows = []
         for number, row in enumerate(csv.reader(text.splitlines()), start=1):
             cells = [cell.strip() for field in row for cell in field.split(";") if cell.strip()]
             if not cells or (number == 1 and cells[0].lower() in ("image", "image_id", "id")):
                 continue
-            entries[cells[0]] = cells[1:]
+            rows.append((f"line {number}", cells))
+        check_image_ids(((where, cells[0]) for where, cells in rows), path)
+        entries = {cells[0]: cells[1:] for _, cells in rows}
     tags = {}
     for image_id, names in entries.items():
         ids = set()

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from graphwsss.data.errors import DataError
+from graphwsss.data.ids import check_image_ids, read_json_object
 from graphwsss.data.palette import read_image, read_label_png
 from graphwsss.data.records import Box, Point, Sample, tags_from_boxes
 from graphwsss.data.tags import read_tags
@@ -111,30 +112,39 @@ def parse_points(path: str | os.PathLike, class_ids: dict[str, int]) -> dict[str
     when both are given they must agree.
     """
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise DataError(path, f"cannot read points JSON ({error})") from error
+    raw = read_json_object(path, "points JSON")
     if not isinstance(raw, dict):
         raise DataError(path, "points JSON must map image ids to lists of points")
+    check_image_ids(((f"entry {index}", image_id) for index, image_id in enumerate(raw)), path)
     points: dict[str, list[Point]] = {}
     for image_id, entries in raw.items():
+        if not isinstance(entries, list):
+            raise DataError(path, f"image {image_id!r}: points must be a list, "
+                                  f"not {type(entries).__name__}")
         parsed = []
         for index, entry in enumerate(entries):
             where = f"point {index} of image {image_id!r}"
+            if not isinstance(entry, dict):
+                raise DataError(path, f"{where} must be an object with 'x', 'y' and a class")
             try:
                 x, y = int(entry["x"]), int(entry["y"])
-            except (KeyError, TypeError, ValueError) as error:
+            except (KeyError, TypeError, ValueError, OverflowError) as error:
                 raise DataError(path, f"{where} needs integer 'x' and 'y'") from error
             name = entry.get("class")
-            if name is not None and name not in class_ids:
+            if name is not None and (not isinstance(name, str) or name not in class_ids):
                 raise DataError(path, f"{where} has class {name!r}, not in labels.txt")
             class_id = class_ids[name] if name is not None else entry.get("class_id")
             if class_id is None:
                 raise DataError(path, f"{where} names no class")
-            if "class_id" in entry and name is not None and int(entry["class_id"]) != class_id:
-                raise DataError(path, f"{where}: class {name!r} is id {class_id} in labels.txt, "
-                                      f"but class_id says {entry['class_id']}")
+            if "class_id" in entry:
+                try:
+                    given = int(entry["class_id"])
+                except (TypeError, ValueError, OverflowError) as error:
+                    raise DataError(path, f"{where} has class_id {entry['class_id']!r}, not an "
+                                          f"integer") from error
+                if name is not None and given != class_id:
+                    raise DataError(path, f"{where}: class {name!r} is id {class_id} in "
+                                          f"labels.txt, but class_id says {entry['class_id']}")
             if not 0 < int(class_id) < len(class_ids):
                 raise DataError(path, f"{where} has class id {class_id}, not a foreground class")
             parsed.append(Point(x, y, int(class_id)))
@@ -162,19 +172,29 @@ class VOCDataset:
             raise DataError(self.root, "data folder does not exist")
         self.class_names = read_class_names(self.root / "labels.txt")
         self.class_ids = {name: index for index, name in enumerate(self.class_names)}
-        self.ids = list(ids) if ids is not None else self._list_ids(split)
+        self.ids = (check_image_ids(((f"item {index} of the given image ids", image_id)
+                                     for index, image_id in enumerate(ids)), self.root)
+                    if ids is not None else self._list_ids(split))
         if not self.ids:
             raise DataError(self.root, f"no images found (split {split!r})")
 
     def _list_ids(self, split: str) -> list[str]:
         split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if split_file.is_file():
-            return [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+            try:
+                lines = split_file.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as error:
+                raise DataError(split_file, f"cannot read the image list ({error})") from error
+            return check_image_ids(((f"line {number}", line.split()[0])
+                                    for number, line in enumerate(lines, start=1)
+                                    if line.strip()), split_file)
         image_dir = self.root / "JPEGImages"
         if not image_dir.is_dir():
             raise DataError(image_dir, "JPEGImages folder is missing")
-        return sorted(path.stem for path in image_dir.iterdir()
-                      if path.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(path for path in image_dir.iterdir()
+                        if path.suffix.lower() in IMAGE_SUFFIXES)
+        return sorted(check_image_ids(((f"file {path.name}", path.stem) for path in images),
+                                      image_dir))
 
     @property
     def num_classes(self) -> int:

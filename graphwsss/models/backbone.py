@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from graphwsss.data.errors import DataError
+from graphwsss.utils.checkpoint import refusal_reason
 
 BACKBONE_NAMES = ("efficientnet_lite0", "resnet50", "resnet101")
 IMAGENET = "imagenet"
@@ -226,7 +227,7 @@ def _read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or unsafe files
-        raise DataError(path, f"cannot read the weights file ({error})") from error
+        raise DataError(path, f"cannot read the weights file ({refusal_reason(error)})") from error
     if not (isinstance(state, dict) and all(isinstance(value, Tensor) for value in state.values())):
         raise DataError(path, "the file does not hold a state dict (names mapped to tensors)")
     return state

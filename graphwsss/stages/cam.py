@@ -44,7 +44,7 @@ from graphwsss.postprocess.upsample import upsample_probs
 from graphwsss.seeds.fusion import top_fraction_cam_seeds
 from graphwsss.settings import CRFSettings, RunSettings
 from graphwsss.training import AugmentedImageSet, load_trained_weights, train_network
-from graphwsss.utils.io import atomic_path
+from graphwsss.utils.io import atomic_path, inside
 from graphwsss.utils.runtime import get_logger
 
 log = get_logger(__name__)
@@ -304,8 +304,8 @@ def compute_cams(network: CAMNet, image: np.ndarray, tags: Sequence[int],
 
 
 def cam_path(out_dir: str | Path, image_id: str) -> Path:
-    """``<out>/cams/<id>.npy``."""
-    return Path(out_dir) / CAMS_FOLDER / f"{image_id}.npy"
+    """``<out>/cams/<id>.npy``, checked to stay inside ``out``."""
+    return inside(out_dir, Path(CAMS_FOLDER) / f"{image_id}.npy")
 
 
 def write_cams(path: str | Path, cams: Tensor | np.ndarray) -> Path:

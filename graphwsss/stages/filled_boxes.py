@@ -10,6 +10,7 @@ from tqdm import tqdm
 from graphwsss.data.palette import write_label_png
 from graphwsss.data.voc import VOCDataset
 from graphwsss.seeds.box import fill_boxes
+from graphwsss.utils.io import inside
 from graphwsss.utils.runtime import get_logger
 
 log = get_logger(__name__)
@@ -24,6 +25,6 @@ def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, split: str = "
     log.info("filled boxes: %d images of %s -> %s", len(ids), dataset.root, out_dir)
     for image_id in tqdm(ids, desc="filled boxes", disable=not show_progress):
         sample = dataset.load(image_id)
-        write_label_png(out_dir / f"{image_id}.png",
+        write_label_png(inside(out_dir, f"{image_id}.png"),
                         fill_boxes(sample.boxes, sample.height, sample.width))
     return out_dir

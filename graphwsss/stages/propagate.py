@@ -257,6 +257,9 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
                                                      item.box_classes, selected)
                 if settings.consistency:
                     _check_consistency(index, item, image_hidden, selected, node_seeds, pixel_seeds)
+            if settings.unknown_background_weight > 0 and item.boxes.numel():
+                total = total + settings.unknown_background_weight * unknown_background_loss(
+                    image_logits, node_seeds[index], item)
             if epoch >= settings.epochs_first and settings.reg_weight > 0:
                 total = total + settings.reg_weight * potts_regularization(
                     torch.softmax(image_logits, dim=0), kernel=kernels[index])
@@ -272,6 +275,22 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
         logits, _ = model(**batched.inputs)
     return [torch.softmax(batched.crop(logits, index), dim=0)
             for index, item in enumerate(items)]
+
+
+def unknown_background_loss(logits: Tensor, seeds: Tensor, item: PropagationItem) -> Tensor:
+    r"""Background cross-entropy on the unknown cells inside boxes, :math:`-\frac{1}{|U|}
+    \sum_{i \in U} \log O_i^0` with :math:`U` the unlabeled cells of ``item``'s boxes.
+
+    Box seeds leave unknown what GrabCut did not call foreground; that is weak evidence for
+    background, which this term adds at a weight below the seeds' (``logits`` ``[K, h, w]``,
+    ``seeds`` ``[h, w]`` with 255 unknown). 0 when there are no such cells.
+    """
+    allowed = box_allowed_classes(item.boxes, item.box_classes, logits.shape[0],
+                                  tuple(logits.shape[1:]))
+    inside = allowed[1:].any(0) & (seeds == IGNORE_INDEX)
+    node_loss = -torch.log_softmax(logits, dim=0)[0]
+    weight = inside.to(node_loss.dtype)
+    return (node_loss * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 def _check_consistency(index: int, item: PropagationItem, hidden: Tensor, selected: list[Tensor],

@@ -59,7 +59,7 @@ from graphwsss.stages.features import FeatureExtractor
 from graphwsss.stages.propagate import PropagationItem, estimate_batch_size, train_propagator
 from graphwsss.stages.report import write_report
 from graphwsss.utils.distributed import setup_process
-from graphwsss.utils.io import atomic_write
+from graphwsss.utils.io import atomic_path, atomic_write, inside
 from graphwsss.utils.runtime import get_logger
 
 log = get_logger(__name__)
@@ -83,8 +83,12 @@ class RunPaths:
     def instances(self) -> Path:
         return self.root / "instances"
 
+    def image_file(self, folder: str, image_id: str, suffix: str) -> Path:
+        """``<root>/<folder>/<image_id><suffix>``, checked to stay inside the run folder."""
+        return inside(self.root, Path(folder) / f"{image_id}{suffix}")
+
     def seed(self, image_id: str) -> Path:
-        return self.seeds / f"{image_id}.png"
+        return self.image_file("seeds", image_id, ".png")
 
     @property
     def affinity(self) -> Path:
@@ -100,10 +104,14 @@ class RunPaths:
         return self.root / "cam"
 
     def cams(self, image_id: str) -> Path:
-        return self.root / "cams" / f"{image_id}.npy"
+        return self.image_file("cams", image_id, ".npy")
 
     def pseudo_label(self, image_id: str) -> Path:
-        return self.pseudo_labels / f"{image_id}.png"
+        return self.image_file("pseudo_labels", image_id, ".png")
+
+    def probabilities(self, image_id: str) -> Path:
+        """Node probabilities ``[K, h, w]`` float16 before restriction and CRF."""
+        return self.image_file("probabilities", image_id, ".npy")
 
 
 def make_seeds(sample: Sample, settings: RunSettings,
@@ -219,7 +227,8 @@ class Pipeline:
             sample = self.dataset.load(image_id)
             gnn_seeds, affinity_seeds = make_seeds(sample, self.settings, self.load_cams(sample))
             if affinity_seeds is not gnn_seeds:
-                write_label_png(self.paths.affinity_seeds / f"{image_id}.png", affinity_seeds)
+                write_label_png(self.paths.image_file("affinity_seeds", image_id, ".png"),
+                                affinity_seeds)
             # The GNN seeds are written last: their presence marks the image as done.
             write_label_png(self.paths.seed(image_id), gnn_seeds)
 
@@ -334,6 +343,8 @@ class Pipeline:
 
     def _write_outputs(self, sample: Sample, probs: torch.Tensor, stride: int) -> None:
         size = (sample.height, sample.width)
+        with atomic_path(self.paths.probabilities(sample.image_id)) as tmp:
+            np.save(tmp, probs.detach().cpu().numpy().astype(np.float16))
         full = self._restrict(sample, upsample_probs(probs, size, stride=stride).cpu().numpy())
         if self.settings.crf.enabled:
             crf = self.settings.crf
@@ -345,9 +356,11 @@ class Pipeline:
         label = full.argmax(axis=0).astype(np.uint8)
         if sample.boxes:
             instance = instances_from_boxes(label, sample.boxes)
-            write_instance_png(self.paths.instances / f"{sample.image_id}.png", instance)
+            write_instance_png(self.paths.image_file("instances", sample.image_id, ".png"),
+                               instance)
             coco = instances_to_coco(sample.image_id, instance, label, sample.boxes, *size)
-            atomic_write(self.paths.instances / f"{sample.image_id}.json", json.dumps(coco))
+            atomic_write(self.paths.image_file("instances", sample.image_id, ".json"),
+                         json.dumps(coco))
         # The pseudo label is written last: its presence marks the image as finished.
         write_label_png(self.paths.pseudo_label(sample.image_id), label)
 

@@ -11,6 +11,10 @@ Files in ``out_dir``:
 ``model.pt``        the trained weights (state dict); its presence marks training done
 ``train_log.json``  one entry per epoch: mean losses, learning rate, seconds
 ==================  ================================================================
+
+Both ``.pt`` files hold only tensors and plain Python values and are read with
+``torch.load(weights_only=True)`` (:func:`graphwsss.utils.checkpoint.load_safely`): a crafted
+file is refused with an error naming it, never executed.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from tqdm import tqdm
 
 from graphwsss.data.errors import DataError
 from graphwsss.settings import TrainingSettings
+from graphwsss.utils.checkpoint import load_safely
 from graphwsss.utils.io import atomic_path, atomic_write
 from graphwsss.utils.runtime import get_logger
 
@@ -83,7 +88,14 @@ def train_network(model: nn.Module, compute_loss: LossFunction, dataset: Dataset
     model.to(device)
     if final_path.is_file():
         log.info("%s: trained weights found, loading %s", description, final_path)
-        model.load_state_dict(torch.load(final_path, map_location=device, weights_only=True))
+        state = load_safely(final_path, f"{description} trained weights", device,
+                            hint=f"delete it to train again from {checkpoint_path.name}")
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as error:
+            raise DataError(final_path, f"{description} weights do not match the network "
+                                        f"({str(error).splitlines()[0]}); delete it to train "
+                                        "again") from error
         return model.eval()
     if len(dataset) == 0:
         raise ValueError(f"{description}: the training set is empty")
@@ -104,11 +116,8 @@ def train_network(model: nn.Module, compute_loss: LossFunction, dataset: Dataset
         optimizer, lambda step: max(0.0, 1 - step / total_steps) ** POLY_POWER)
     start_epoch, history = 0, []
     if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, history = state["epoch"], state["history"]
+        start_epoch, history = _resume(checkpoint_path, device, description, model, optimizer,
+                                       scheduler)
         log.info("%s: resuming from %s after epoch %d", description, checkpoint_path, start_epoch)
     wrapped = (DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
                if distributed else model)
@@ -139,9 +148,11 @@ def train_network(model: nn.Module, compute_loss: LossFunction, dataset: Dataset
             for name, value in {"loss": float(loss.detach()), **logs}.items():
                 sums[name] += value
             progress.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        entry = {"epoch": epoch + 1, **{name: round(value / len(loader), 6)
+        # Plain floats only: the log goes into checkpoint.pt, read back with weights_only=True.
+        entry = {"epoch": epoch + 1, **{name: round(float(value) / len(loader), 6)
                                         for name, value in sums.items()},
-                 "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 2)}
+                 "lr": float(scheduler.get_last_lr()[0]),
+                 "seconds": round(time.perf_counter() - started, 2)}
         history.append(entry)
         log.info("%s: epoch %d/%d %s", description, epoch + 1, settings.epochs,
                  ", ".join(f"{key} {value}" for key, value in entry.items() if key != "epoch"))
@@ -171,10 +182,7 @@ def load_trained_weights(network: nn.Module, path: str | Path, device: torch.dev
         path = path / "model.pt"
     if not path.is_file():
         raise DataError(path, f"{what} weights not found")
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same message
-        raise DataError(path, f"cannot read {what} weights ({error})") from error
+    state = load_safely(path, f"{what} weights", device)
     state = state.get("model", state) if isinstance(state, dict) else state
     try:
         network.load_state_dict(state)
@@ -182,6 +190,27 @@ def load_trained_weights(network: nn.Module, path: str | Path, device: torch.dev
         raise DataError(path, f"weights do not match the {what} "
                               f"({str(error).splitlines()[0]})") from error
     return network.to(device).eval()
+
+
+def _resume(path: Path, device: torch.device, description: str, model: nn.Module,
+            optimizer: torch.optim.Optimizer, scheduler) -> tuple[int, list[dict]]:
+    """Restore model, optimizer and scheduler from a ``checkpoint.pt``; return
+    ``(epochs done, training log)``. A file that cannot be loaded safely or is not such a
+    checkpoint is a :class:`DataError` naming it (deleting it restarts from the first epoch)."""
+    restart = "delete it to restart this training from the first epoch"
+    state = load_safely(path, f"the {description} resume checkpoint", device, hint=restart)
+    keys = ("model", "optimizer", "scheduler", "epoch", "history")
+    if not isinstance(state, dict) or any(key not in state for key in keys):
+        raise DataError(path, f"not a {description} training checkpoint (it needs "
+                              f"{', '.join(keys)}); {restart}")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as error:
+        raise DataError(path, f"the {description} checkpoint does not fit this network and "
+                              f"settings ({str(error).splitlines()[0]}); {restart}") from error
+    return int(state["epoch"]), list(state["history"])
 
 
 def _save(path: Path, value) -> None:

@@ -78,7 +78,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
         train_network(ToyModel(), failing, Toy(), TrainingSettings(epochs=3, **SETTINGS),
                       resumed_dir, torch.device("cpu"), show_progress=False)
     assert not (resumed_dir / "model.pt").exists()
-    assert torch.load(resumed_dir / "checkpoint.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(resumed_dir / "checkpoint.pt", weights_only=True)["epoch"] == 2
     resumed = train_network(ToyModel(), mse, Toy(), TrainingSettings(epochs=3, **SETTINGS),
                             resumed_dir, torch.device("cpu"), show_progress=False)
     for a, b in zip(straight.parameters(), resumed.parameters()):
