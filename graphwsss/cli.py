@@ -91,31 +91,53 @@ def _analyze(args: argparse.Namespace) -> int:
 def _fill_boxes(args: argparse.Namespace) -> int:
     from graphwsss.stages import filled_boxes
 
+    if args.limit is not None and args.limit < 0:
+        print(f"graphwsss: error: --limit must be >= 0 (0: every image), got {args.limit}",
+              file=sys.stderr)
+        return 2
     out = filled_boxes.run(args.data, args.out, split=args.split, limit=args.limit)
     log.info("filled-box labels written to %s", out)
     return 0
 
 
-def _check_run_folder(out: str) -> None:
-    """Refuse an ``--out`` that is (or lies under) an existing file, before anything runs."""
+def _check_run_folder(out: str, force: bool = False) -> None:
+    """Refuse an ``--out`` that is (or lies under) an existing file, or, unless ``force``, an
+    existing folder that holds other files and is not a graphwsss run, before anything runs."""
     for path in (Path(out), *Path(out).parents):
         if path.exists():
             if not path.is_dir():
                 raise DataError(path, "--out must name a run folder, but this is an existing "
                                       "file" + ("" if path == Path(out) else f" (in {out})"))
+            if path == Path(out) and not force and any(path.iterdir()) \
+                    and not _is_run_folder(path):
+                raise DataError(path, "--out is a folder that holds other files and is not a "
+                                      "graphwsss run (no run's config.yaml); name a new or empty "
+                                      "folder, or add --force to write into this one")
             return
+
+
+def _is_run_folder(path: Path) -> bool:
+    """Whether ``path`` holds the ``config.yaml`` of a ``graphwsss run`` (its settings)."""
+    import yaml
+
+    try:
+        values = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(values, dict) and {"supervision", "graph", "propagator"} <= set(values)
 
 
 def _run(args: argparse.Namespace) -> int:
     from graphwsss.config import load_config
     from graphwsss.settings import RunSettings, supervision_defaults
-    from graphwsss.stages.run import run
 
-    _check_run_folder(args.out)
+    _check_run_folder(args.out, force=args.force)
     settings = load_config(RunSettings, args.config, [f"supervision={args.supervision}",
                                                       *args.overrides],
                            defaults=supervision_defaults(args.supervision))
-    metrics = run(args.data, args.out, settings)
+    from graphwsss.stages.run import run     # after the settings: a bad one fails fast
+
+    metrics = run(args.data, args.out, settings, force=args.force)
     if metrics is not None:
         print(f"images {metrics['images']}  mIoU {metrics['miou']:.2f}  "
               f"contour F {metrics['contour_f']:.2f}  seconds {metrics['seconds']:.1f}")
@@ -147,7 +169,7 @@ def _demo(args: argparse.Namespace) -> int:
     from graphwsss.settings import RunSettings
     from graphwsss.stages.run import run
 
-    _check_run_folder(args.out)
+    _check_run_folder(args.out, force=args.force)
     log.info("demo: box-supervised label propagation on the bundled sample (%s)", SAMPLE_DATA)
     metrics = run(SAMPLE_DATA, args.out, RunSettings(supervision="box"))
     print(f"\nA²GNN + CRF pseudo labels of {metrics['images']} sample images: mIoU "
@@ -228,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="kind of weak label (sets its defaults, DESIGN.md §2, §6)")
     run.add_argument("--out", required=True, help="run folder")
     run.add_argument("--config", help="YAML settings (configs/box_*.yaml)")
+    run.add_argument("--force", action="store_true",
+                     help="write into an --out folder that holds other files and is not a "
+                          "graphwsss run (refused without it); in a run folder whose finished "
+                          "stages were made with other settings, recompute the first such stage "
+                          "and every later one (refused without it)")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="setting overrides")
     run.set_defaults(handler=_run)
 
@@ -255,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the main job on the bundled sample")
     demo.add_argument("--out", default="outputs/demo", help="output folder")
+    demo.add_argument("--force", action="store_true",
+                      help="write into an --out folder that holds other files and is not a "
+                           "graphwsss run")
     demo.set_defaults(handler=_demo)
     return parser
 

@@ -4,11 +4,14 @@ Every setting has one home: a field of a dataclass below (or of a stage's own co
 with its default and a comment. ``load_config`` starts from those defaults, applies a YAML file,
 then dotted overrides such as ``graph.builder=rgbxy`` or ``crf.enabled=false``; values are
 parsed with YAML's safe loader and checked against the field's type, and unknown keys are errors.
+Then :func:`validate_settings` checks every value against the range declared next to its field
+(``graphwsss.settings.ranged``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -21,7 +24,7 @@ ConfigT = TypeVar("ConfigT")
 
 
 class ConfigError(ValueError):
-    """A setting that does not exist or has a value of the wrong type."""
+    """A setting that does not exist, or has a value of the wrong type or out of its range."""
 
 
 def _check_value(value: Any, annotation: Any, key: str) -> Any:
@@ -31,6 +34,9 @@ def _check_value(value: Any, annotation: Any, key: str) -> Any:
         options = typing.get_args(annotation)
         if value is None and type(None) in options:
             return None
+        others = [option for option in options if option is not type(None)]
+        if len(others) == 1:             # X | None: X's own message ("expected int, got 2.5")
+            return _check_value(value, others[0], key)
         errors = []
         for option in options:
             if option is type(None):
@@ -129,7 +135,51 @@ def load_config(cls: type[ConfigT], path: str | os.PathLike | None = None,
             raise ConfigError(f"{path}: the top level must be a mapping of settings")
     values = _deep_merge(parse_overrides(defaults or []), values)
     values = _deep_merge(values, parse_overrides(overrides or []))
-    return _build(cls, values)
+    config = _build(cls, values)
+    validate_settings(config)
+    return config
+
+
+_BOUND_WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def validate_settings(config: Any, prefix: str = "") -> None:
+    """Check every field of the dataclass ``config`` (nested ones too) against what its field's
+    ``metadata`` allows (``range``: bounds ``ge``, ``gt``, ``le``, ``lt`` for a number or each item
+    of a tuple, ``None`` passing; ``check``: a function returning a complaint or ``None``).
+
+    Raises :class:`ConfigError` with one line naming the dotted key, the value and what is allowed.
+    """
+    for spec in dataclasses.fields(config):
+        key, value = prefix + spec.name, getattr(config, spec.name)
+        if dataclasses.is_dataclass(value):
+            validate_settings(value, prefix=f"{key}.")
+            continue
+        if value is None:
+            continue
+        bounds = spec.metadata.get("range") or {}
+        note = spec.metadata.get("note") or ""
+        if bounds:
+            items = value if isinstance(value, (list, tuple)) else (value,)
+            allowed = " and ".join(f"{_BOUND_WORDS[name]} {bound:g}"
+                                   for name, bound in bounds.items())
+            allowed += (", each item" if isinstance(value, (list, tuple)) else "") + \
+                (f"; {note}" if note else "")
+            for item in items:
+                if isinstance(item, bool) or not isinstance(item, (int, float)) \
+                        or not math.isfinite(item) or not all(_within(item, name, bound)
+                                                             for name, bound in bounds.items()):
+                    shown = _plain(value) if isinstance(value, (list, tuple)) else value
+                    raise ConfigError(f"{key}: {shown!r} is out of range (allowed: {allowed})")
+        check = spec.metadata.get("check")
+        problem = check(value) if check is not None else None
+        if problem:
+            raise ConfigError(f"{key}: {_plain(value)!r} {problem}")
+
+
+def _within(value: float, name: str, bound: float) -> bool:
+    return {"ge": value >= bound, "gt": value > bound, "le": value <= bound,
+            "lt": value < bound}[name]
 
 
 def to_yaml(config: Any) -> str:

@@ -8,42 +8,92 @@ the fast schedule and ``configs/*_paper.yaml`` keeps the published one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+import re
+from dataclasses import MISSING, dataclass, field
+from typing import Any, Callable, Literal
+
+
+def ranged(default: Any = MISSING, *, ge: float | None = None, gt: float | None = None,
+           le: float | None = None, lt: float | None = None,
+           check: Callable[[Any], str | None] | None = None, note: str = "",
+           default_factory: Any = MISSING) -> Any:
+    """A settings field with its allowed values, checked when settings are loaded
+    (:func:`graphwsss.config.validate_settings`): ``ge`` / ``gt`` bound it from below (inclusive /
+    exclusive), ``le`` / ``lt`` from above; every item of a tuple is checked and ``None`` always
+    passes. ``check(value)`` says what is wrong with a value (``None``: nothing); ``note`` is
+    added to the message."""
+    bounds = {name: bound for name, bound in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt))
+              if bound is not None}
+    return field(default=default, default_factory=default_factory,
+                 metadata={"range": bounds, "check": check, "note": note})
+
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
+def check_device(device: str) -> str | None:
+    """What is wrong with a ``device`` setting (auto, cpu, cuda, cuda:N), or ``None``."""
+    if not DEVICE_PATTERN.fullmatch(device):
+        return "is not a device (allowed: auto, cpu, cuda, cuda:N)"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return "needs CUDA, which is not available here (use device=cpu or device=auto)"
+        index, count = int(device.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count:
+            return f"names a CUDA device this machine lacks (it has cuda:0..cuda:{count - 1})"
+    return None
+
+
+def check_low_high(pair: tuple[float, ...]) -> str | None:
+    """A ``(low, high)`` pair with ``low <= high``."""
+    return None if len(pair) == 2 and pair[0] <= pair[1] else "must be [low, high] with low <= high"
+
+
+def check_not_empty(items: tuple) -> str | None:
+    return None if len(items) else "must not be empty"
 
 
 @dataclass
 class BackboneSettings:
-    name: str = "efficientnet_lite0"          # efficientnet_lite0 | resnet50 | resnet101
+    name: Literal["efficientnet_lite0", "resnet50", "resnet101"] = "efficientnet_lite0"
     weights: str | None = "imagenet"          # "imagenet" (bundled for efficientnet), a path, or null
-    output_stride: int = 8                    # node grid stride (DESIGN.md §4–5)
+    output_stride: Literal[8, 16, 32] = 8     # node grid stride (DESIGN.md §4–5)
 
 
 @dataclass
 class SeedSettings:
-    grabcut_iterations: int = 5               # cv2.grabCut iterations per box (§2, eq. 3.2)
-    min_box_size: int = 3                     # boxes thinner than this (px) give unknown seeds
+    grabcut_iterations: int = ranged(5, ge=1)  # cv2.grabCut iterations per box (§2, eq. 3.2)
+    min_box_size: int = ranged(3, ge=0)       # boxes thinner than this (px) give unknown seeds
     superpixel_method: Literal["slic", "felzenszwalb"] = "slic"  # scribble/point expansion (§2)
-    superpixels: int = 600                    # SLIC segments per image for the expansion
+    superpixels: int = ranged(600, ge=1)      # SLIC segments per image for the expansion
     tags_file: str | None = None              # image-level tags JSON/CSV; default: Annotations/
     cam_fusion: bool = False                  # box runs: train the CAM network too and fuse its
                                               # seeds with GrabCut's (§2, eq. 3.4-3.5)
+    background_min_share: float = ranged(0.02, ge=0, le=1)  # scribble/point/image seeds with
+                                              # less background than this share of the image
+                                              # get more (seeds/background.py), at:
+    background_fraction: float = ranged(0.2, ge=0, le=1)  # ... this share of it, lowest max-CAM first
+    background_min_distance: float = ranged(0.1, ge=0)  # ... farther from every point or scribble
+                                              # than this share of the image diagonal
 
 
 @dataclass
 class TrainingSettings:
     """A network training schedule (affinity CNN §4, CAM network §3), with its augmentation."""
 
-    epochs: int = 4
-    batch_size: int = 8
-    lr: float = 0.05                          # SGD (poly decay); backbone at lr/10
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    crop_size: int = 256                      # random crop (pixels), padded when smaller
-    scale_range: tuple[float, float] = (0.7, 1.3)  # random rescale before the crop
+    epochs: int = ranged(4, ge=0)
+    batch_size: int = ranged(8, ge=1)
+    lr: float = ranged(0.05, gt=0)            # SGD (poly decay); backbone at lr/10
+    momentum: float = ranged(0.9, ge=0, lt=1)
+    weight_decay: float = ranged(1e-4, ge=0)
+    crop_size: int = ranged(256, ge=1)        # random crop (pixels), padded when smaller
+    scale_range: tuple[float, float] = ranged((0.7, 1.3), gt=0, check=check_low_high)
+                                              # random rescale before the crop
     flip: bool = True
-    color_jitter: float = 0.3                 # brightness/contrast/saturation strength
-    workers: int = 0                          # DataLoader worker processes
+    color_jitter: float = ranged(0.3, ge=0, le=1)  # brightness/contrast/saturation strength
+    workers: int = ranged(0, ge=0)            # DataLoader worker processes
     checkpoint: str | None = None             # use this checkpoint instead of training
 
 
@@ -51,11 +101,17 @@ class TrainingSettings:
 class AffinitySettings:
     """The affinity CNN (DESIGN.md §4, eqs. 3.6–3.13)."""
 
-    enabled: bool = True                      # train it when graph.builder needs it (affinity)
-    radius: int = 4                           # pair radius on the stride-8 grid (code: 4 box/scribble)
-    reg_weight: float = 3.0                   # λ of L_Aff = L_Ac + λ·L_Ar (3.13)
-    sigma_xy: float = 6.0                     # L_Ar kernel (3.12)
-    sigma_rgb: float = 0.1
+    # Trained when graph.builder=affinity (unless training.checkpoint names trained weights).
+    radius: int = ranged(4, ge=1)             # pair radius on the stride-8 grid (code: 4 box/scribble)
+    reg_weight: float = ranged(3.0, ge=0)     # λ of L_Aff = L_Ac + λ·L_Ar (3.13)
+    sigma_xy: float = ranged(6.0, gt=0)       # L_Ar kernel (3.12)
+    sigma_rgb: float = ranged(0.1, gt=0)
+    mode: Literal["cached", "finetune"] = "cached"  # cached: frozen backbone, head on all levels +
+                                              # colour, features cached once per image and flip;
+                                              # finetune: last three levels, SGD through them
+    steps: int = ranged(3000, ge=0)           # cached mode: Adam steps (batch, crop, flip from
+                                              # training; training.epochs/lr/momentum unused)
+    adam_lr: float = ranged(1e-3, gt=0)       # cached mode: Adam learning rate (cosine decay)
     training: TrainingSettings = field(default_factory=TrainingSettings)
 
 
@@ -65,22 +121,26 @@ class CAMSettings:
 
     pooling: Literal["gap", "gmp", "is", "is_binomial", "bap"] = "is"
     fsl: Literal["none", "multinomial", "binomial"] = "multinomial"
-    fsl_weight: float | None = None           # None: 0.5 multinomial, 1.0 binomial (§3)
-    fsl_sigma: float = 5.0                    # σ of w_ij (grid pixels) (eq. 10)
-    fsl_mu: float = 2.5                       # μ of f (eq. 12)
+    fsl_weight: float | None = ranged(None, ge=0)  # None: 0.5 multinomial, 1.0 binomial (§3)
+    fsl_sigma: float = ranged(5.0, gt=0)      # σ of w_ij (grid pixels) (eq. 10)
+    fsl_mu: float = ranged(2.5, gt=0)         # μ of f (eq. 12)
     fsl_learnable: bool = False               # paper: learnable σ, μ; code: fixed (default)
     fsl_normalization: Literal["pairs", "pixels"] = "pixels"  # Z = (hw)² (eq. 9) or hw (published
                                               # code, the scale its loss weights were tuned at)
-    fsl_window: int | None = None             # FSL window radius; None: ceil(3σ)
-    is_lambda: float | None = None            # None: 0.8 multinomial, 0.2 binomial (§3)
-    is_samples: int | None = None             # None: 100 multinomial, 10 binomial (§3)
-    output_stride: int = 8
-    inference_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+    fsl_window: int | None = ranged(None, ge=1)  # FSL window radius (grid cells); None: ceil(3σ)
+    is_lambda: float | None = ranged(None, ge=0, le=1)  # None: 0.8 multinomial, 0.2 binomial (§3)
+    is_samples: int | None = ranged(None, ge=1)  # None: 100 multinomial, 10 binomial (§3)
+    output_stride: Literal[8, 16, 32] = 8
+    inference_scales: tuple[float, ...] = ranged((0.5, 1.0, 1.5, 2.0), gt=0,
+                                                 check=check_not_empty)
     inference_flip: bool = True
-    seed_fraction: float = 0.4                # M'_I: top 40% most confident pixels per class (§2)
-    background_threshold: float = 0.4         # M_I: background where every CAM is below (§2, 3.4)
-    background_power: float = 1.0             # random-walk start, image tags: bg = (1 - max A)^α (§3)
-    random_walk_share: float = 0.75           # image tags: final = 1/4 A²GNN + 3/4 random walk (§2)
+    seed_fraction: float = ranged(0.4, ge=0, le=1)  # M'_I: top 40% most confident pixels per
+                                              # class (§2)
+    background_threshold: float = ranged(0.4, ge=0, le=1)  # M_I: background where every CAM is
+                                              # below (§2, 3.4)
+    background_power: float = ranged(1.0, gt=0)  # random-walk start, image tags:
+                                              # bg = (1 - max A)^α (§3)
+    random_walk_share: float = ranged(0.75, ge=0, le=1)  # image tags: final = 1/4 A²GNN + 3/4 walk
     # lr 0.05 (the affinity CNN's) made importance-sampling training diverge in epoch 2 here.
     training: TrainingSettings = field(default_factory=lambda: TrainingSettings(lr=0.01))
 
@@ -88,62 +148,69 @@ class CAMSettings:
 @dataclass
 class GraphSettings:
     builder: Literal["backbone", "rgbxy", "affinity", "superpixel", "knn"] = "backbone"  # (§5)
-    radius: int = 4                           # r on the stride-8 grid (code: 4 for box/scribble)
+    radius: int = ranged(4, ge=1)             # r on the stride-8 grid (code: 4 for box/scribble)
     shape: Literal["disc", "square"] = "disc"
-    threshold: float = 1e-3                   # E_ij kept when D(i,j) > threshold (§5)
-    sigma_xy: float = 6.0                     # RGB-XY kernel (§4, eq. 3.12)
-    sigma_rgb: float = 0.1
+    threshold: float = ranged(1e-3, ge=0)     # E_ij kept when D(i,j) > threshold (§5)
+    sigma_xy: float = ranged(6.0, gt=0)       # RGB-XY kernel (§4, eq. 3.12)
+    sigma_rgb: float = ranged(0.1, gt=0)
+    colour: bool = False                      # backbone/affinity builders: E_ij = D(i,j)·G(i,j),
+                                              # times the RGB-XY kernel above
     superpixel_method: Literal["slic", "felzenszwalb"] = "slic"  # superpixel graph (GraphNet style)
-    superpixels: int = 400                    # SLIC segments per image
-    knn_k: int = 16                           # neighbours per node of the knn graph
+    superpixels: int = ranged(400, ge=1)      # SLIC segments per image
+    knn_k: int = ranged(16, ge=1)             # neighbours per node of the knn graph
 
 
 @dataclass
 class PropagatorSettings:
     name: Literal["a2gnn", "gcn", "gat", "agnn", "none", "random_walk"] = "a2gnn"
-    hidden: int = 256
-    layers: int = 3
-    dropout: float = 0.5
-    beta: float = 10.0                        # edge-term weight β (§6, eq. 3.18)
+    hidden: int = ranged(256, ge=1)
+    layers: int = ranged(3, ge=1)
+    dropout: float = ranged(0.5, ge=0, lt=1)
+    beta: float = ranged(10.0, ge=0)          # edge-term weight β (§6, eq. 3.18)
     form: Literal["reference", "paper"] = "reference"
-    lr: float = 0.035
-    weight_decay: float = 5e-4
-    epochs_first: int = 30                    # CE + MP (+CC); published: 150 (box_*_paper.yaml)
-    epochs_second: int = 30                   # ... then adding L_reg; published: 150
-    reg_weight: float = 0.01                  # λ₁ (0.01 box, 0.3 others)
-    reg_radius: int = 5
+    lr: float = ranged(0.035, gt=0)
+    weight_decay: float = ranged(5e-4, ge=0)
+    epochs_first: int = ranged(30, ge=0)      # CE + MP (+CC); published: 150 (box_*_paper.yaml)
+    epochs_second: int = ranged(30, ge=0)     # ... then adding L_reg; published: 150
+    reg_weight: float = ranged(0.01, ge=0)    # λ₁ (0.01 box, 0.3 others)
+    reg_radius: int = ranged(5, ge=1)
     multi_point: bool = True                  # L_mp (eqs. 3.23–3.26), boxes only
     consistency: bool = True                  # consistency checking (eqs. 3.27–3.28)
-    unknown_background_weight: float = 0.0    # box runs: weight of a background L_ce on the
-                                              # unknown cells inside boxes (weak evidence)
+    unknown_background_weight: float = ranged(0.0, ge=0)  # box runs: weight of a background
+                                              # L_ce on the unknown cells inside boxes (weak
+                                              # evidence)
     layout: Literal["edges", "grid"] = "edges"  # edge list (faster on CPU at MSRC size) or tiled grid
+    ce_balance: Literal["classes", "pixels"] = "classes"  # L_ce: background and foreground seed
+                                              # means summed (reference code), or one pixel mean
     ce_on_image: bool = False                 # L_ce on logits upsampled to image size (reference code)
-    batch_images: int = 0                     # images trained together; 0 = from memory_budget_gb
-    memory_budget_gb: float = 2.0
-    rw_beta: float = 8.0                      # random walk: affinity raised to β (PSA style)
-    rw_log_steps: int = 8                     # random walk length 2^log_steps
+    batch_images: int = ranged(0, ge=0)       # images trained together; 0 = from memory_budget_gb
+    memory_budget_gb: float = ranged(2.0, gt=0)
+    rw_beta: float = ranged(8.0, gt=0)        # random walk: affinity raised to β (PSA style)
+    rw_log_steps: int = ranged(8, ge=0)       # random walk length 2^log_steps
     rw_method: Literal["matvec", "squaring"] = "matvec"  # repeated T·S (exact) or pruned squaring
-    rw_tolerance: float = 1e-3                # pruning threshold of the squaring method
+    rw_tolerance: float = ranged(1e-3, ge=0, lt=1)  # pruning threshold of the squaring method
 
 
 @dataclass
 class CRFSettings:
     enabled: bool = True                      # DenseCRF (§7)
-    iterations: int = 10
-    gaussian_sxy: float = 4.0
-    gaussian_compat: float = 3.0
-    bilateral_sxy: float = 83.0
-    bilateral_srgb: float = 5.0
-    bilateral_compat: float = 3.0
+    iterations: int = ranged(10, ge=0)
+    gaussian_sxy: float = ranged(4.0, gt=0)
+    gaussian_compat: float = ranged(3.0, ge=0)
+    bilateral_sxy: float = ranged(83.0, gt=0)
+    bilateral_srgb: float = ranged(5.0, gt=0)
+    bilateral_compat: float = ranged(3.0, ge=0)
 
 
 @dataclass
 class RunSettings:
     supervision: Literal["box", "scribble", "point", "image"] = "box"
     split: str = "train"                      # ImageSets/Segmentation/<split>.txt
-    limit: int | None = None                  # first N images only
-    device: str = "auto"                      # auto picks CUDA when present
-    seed: int = 0
+    limit: int | None = ranged(None, ge=0, note="0 or null: every image")  # first N images only
+    device: str = ranged("auto", check=check_device)  # auto | cpu | cuda | cuda:N; auto picks CUDA
+    seed: int = ranged(0, ge=0)
+    max_side: int = ranged(640, ge=0, note="0: off")  # images with a longer side are processed
+                                              # at this size, labels upsampled at the end
     backbone: BackboneSettings = field(default_factory=BackboneSettings)
     cam: CAMSettings = field(default_factory=CAMSettings)
     affinity: AffinitySettings = field(default_factory=AffinitySettings)
@@ -151,7 +218,7 @@ class RunSettings:
     graph: GraphSettings = field(default_factory=GraphSettings)
     propagator: PropagatorSettings = field(default_factory=PropagatorSettings)
     crf: CRFSettings = field(default_factory=CRFSettings)
-    report_images: int = 24                   # images shown in report.html
+    report_images: int = ranged(24, ge=0)     # images shown in report.html
 
 
 # What changes with the kind of weak label (DESIGN.md §4, §6); applied between the defaults

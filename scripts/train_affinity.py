@@ -3,9 +3,12 @@
 
 Seeds are ``<seeds>/<id>.png`` (0 background, 1..K classes, 255 unknown), e.g. the ``seeds/``
 folder of an earlier ``graphwsss run``; without ``--seeds`` the box seeds of §2 (GrabCut in the
-boxes) are computed first into ``<out>/seeds``. Training resumes from ``<out>/checkpoint.pt``;
-the weights end in ``<out>/model.pt``, which ``graphwsss run ... graph.builder=affinity
-affinity.training.checkpoint=<out>/model.pt`` uses without retraining. Examples::
+boxes) are computed first into ``<out>/seeds``. The default ``affinity.mode=cached`` trains the
+head of a frozen backbone on features cached once per image and mirror (minutes on one CPU
+thread, ``affinity.steps``); ``affinity.mode=finetune`` fine-tunes the last three levels and
+resumes from ``<out>/checkpoint.pt``. The weights end in ``<out>/model.pt``, which
+``graphwsss run ... graph.builder=affinity affinity.training.checkpoint=<out>/model.pt`` uses
+without retraining (either architecture). Examples::
 
     python scripts/train_affinity.py --data ../shared/data/msrc-objects --out outputs/affinity
     torchrun --nproc_per_node 2 scripts/train_affinity.py --data DIR --seeds RUN/seeds --out OUT \\

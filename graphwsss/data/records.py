@@ -70,6 +70,10 @@ class Sample:
     points: list[Point] = field(default_factory=list)
     tags: tuple[int, ...] = ()
     image_path: Path | None = None
+    # Set when the sample was shrunk to its working size (graphwsss.data.resize): the image's
+    # ``(H, W)`` and boxes before that, at which pseudo labels and instances are written.
+    original_size: tuple[int, int] | None = None
+    original_boxes: list[Box] | None = None
 
     @property
     def height(self) -> int:

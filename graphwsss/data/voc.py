@@ -162,12 +162,18 @@ class VOCDataset:
         ids: an explicit list of image ids (overrides ``split``).
         tags_file: image-level tags as JSON or CSV (:mod:`graphwsss.data.tags`); default: the
             classes of each image's boxes in ``Annotations/``.
+        supervision: the kind of weak label a run uses (``box``, ``scribble``, ``point``,
+            ``image``): inputs it does not use are then never read, so a broken one cannot stop
+            it (``points.json`` only for ``point``, ``SegmentationScribble/`` only for
+            ``scribble``; ``SegmentationObject/`` not at all). ``None``: read everything.
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train",
-                 ids: list[str] | None = None, tags_file: str | os.PathLike | None = None) -> None:
+                 ids: list[str] | None = None, tags_file: str | os.PathLike | None = None,
+                 supervision: str | None = None) -> None:
         self.root = Path(root)
         self.tags_file = Path(tags_file) if tags_file else None
+        self.supervision = supervision
         if not self.root.is_dir():
             raise DataError(self.root, "data folder does not exist")
         self.class_names = read_class_names(self.root / "labels.txt")
@@ -287,10 +293,15 @@ class VOCDataset:
             boxes = [clip_box(box, width, height, xml_path) for box in raw_boxes]
         label = self._optional_map("SegmentationClass", image_id, (height, width))
         self._check_class_map(label, self.ground_truth_path(image_id))
-        instance = self._optional_map("SegmentationObject", image_id, (height, width))
-        scribble = self._optional_map("SegmentationScribble", image_id, (height, width))
-        self._check_class_map(scribble, self.root / "SegmentationScribble" / f"{image_id}.png")
-        points = (self._points or {}).get(image_id, [])
+        everything = self.supervision is None
+        instance = (self._optional_map("SegmentationObject", image_id, (height, width))
+                    if everything else None)
+        scribble = None
+        if everything or self.supervision == "scribble":
+            scribble = self._optional_map("SegmentationScribble", image_id, (height, width))
+            self._check_class_map(scribble, self.root / "SegmentationScribble" / f"{image_id}.png")
+        points = ((self._points or {}).get(image_id, [])
+                  if everything or self.supervision == "point" else [])
         for point in points:
             if not (0 <= point.x < width and 0 <= point.y < height):
                 raise DataError(self.root / "points.json",

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from graphwsss.graphs.base import (GraphBuilder, check_build_inputs, make_graph_data,
-                                   register_builder)
+from graphwsss.graphs.base import (GraphBuilder, check_build_inputs, downsample_image,
+                                   make_graph_data, register_builder)
 from graphwsss.graphs.grid import (WindowShape, check_offsets, grid_to_edges, neighbor_valid,
                                    pairwise_grid, radius_offsets)
 
@@ -132,17 +132,26 @@ class RadiusGraphBuilder(GraphBuilder):
         shape: ``"disc"`` (paper) or ``"square"`` (reference code; ``r = 4`` on a VOC image then
             gives the ~220k edges quoted in DESIGN.md §5).
 
+        colour: ``(sigma_xy, sigma_rgb)`` to multiply :math:`D(i, j)` by the RGB-XY kernel
+            :math:`G(i, j)` of :mod:`graphwsss.graphs.rgbxy` (two affinity sources combined:
+            the embedding says what belongs together, colour where the edges are); ``None``
+            (default) keeps :math:`D` alone.
+
     The embedding is ``embedding`` when given, else ``features``. Building runs without
     autograd; all outputs are on ``features.device``.
     """
 
     requires_embedding = False
 
-    def __init__(self, radius: int = 4, threshold: float = 1e-3, shape: WindowShape = "disc"):
+    def __init__(self, radius: int = 4, threshold: float = 1e-3, shape: WindowShape = "disc",
+                 colour: tuple[float, float] | None = None):
         check_window_options(radius, threshold, shape)
+        if colour is not None and not all(sigma > 0 for sigma in colour):
+            raise ValueError(f"colour sigmas must be positive, got {colour}")
         self.radius = int(radius)
         self.threshold = float(threshold)
         self.shape = shape
+        self.colour = colour
 
     @torch.no_grad()
     def build(self, image: Tensor, features: Tensor, seed_labels: Tensor | None = None,
@@ -157,6 +166,11 @@ class RadiusGraphBuilder(GraphBuilder):
         compute_dtype = torch.promote_types(embedding.dtype, torch.float32)
         offsets = radius_offsets(self.radius, self.shape, device=device)
         affinity = affinity_from_embedding(embedding.to(device, compute_dtype), offsets)
+        if self.colour is not None:
+            from graphwsss.graphs.rgbxy import rgbxy_kernel
+
+            colours = downsample_image(image.to(device, compute_dtype), *affinity.shape[-2:])
+            affinity = affinity * rgbxy_kernel(colours, offsets, *self.colour)
         return radius_graph_data(features, affinity, offsets, self.threshold, seed_labels)
 
 

@@ -62,14 +62,20 @@ def expand_to_superpixels(sparse_labels: np.ndarray, segments: np.ndarray) -> np
     return np.where(labelled, sparse_labels, expanded).astype(np.uint8)
 
 
-def superpixel_expansion(image: np.ndarray, sparse_labels: np.ndarray, method: str = "slic",
-                         segments: int = 400, **options) -> np.ndarray:
-    """Superpixels of ``image`` (``[H, W, 3]`` uint8), then :func:`expand_to_superpixels`."""
+def image_superpixels(image: np.ndarray, method: str = "slic", segments: int = 400,
+                      **options) -> np.ndarray:
+    """``[H, W]`` int superpixel ids ``0..S-1`` of ``image`` (``[H, W, 3]`` uint8)."""
     from graphwsss.graphs.superpixel import superpixel_labels
 
     pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
-    regions = superpixel_labels(pixels, method=method, segments=segments, **options).numpy()
-    return expand_to_superpixels(sparse_labels, regions)
+    return superpixel_labels(pixels, method=method, segments=segments, **options).numpy()
+
+
+def superpixel_expansion(image: np.ndarray, sparse_labels: np.ndarray, method: str = "slic",
+                         segments: int = 400, **options) -> np.ndarray:
+    """:func:`image_superpixels` of ``image``, then :func:`expand_to_superpixels`."""
+    return expand_to_superpixels(sparse_labels,
+                                 image_superpixels(image, method, segments, **options))
 
 
 def merge_seeds(primary: np.ndarray, fallback: np.ndarray) -> np.ndarray:

@@ -50,9 +50,6 @@ from graphwsss.utils.runtime import get_logger
 log = get_logger(__name__)
 
 CAMS_FOLDER = "cams"
-# The FSL at the scale the published weights (0.5 / 1.0) were tuned at: a per-pixel mean
-# (see graphwsss.losses.feature_similarity, "pixels"); the (HW)^2 form is HW times smaller.
-FSL_NORMALIZATION = "pixels"
 # M'_I: confident background where every foreground CAM is below this (DESIGN.md §2).
 CONFIDENT_BACKGROUND_THRESHOLD = 0.05
 NORMALIZE_EPS = 1e-5
@@ -85,8 +82,10 @@ def build_cam_network(settings: RunSettings, num_classes: int, pretrained: bool 
                               output_stride=cam.output_stride)
     fsl = None
     if cam.fsl != "none":
+        # cam.fsl_normalization "pixels" (default): the scale the published weights (0.5 / 1.0)
+        # were tuned at, a per-pixel mean; "pairs", the (HW)^2 form of eq. 9, is HW times smaller.
         fsl = FeatureSimilarityLoss(cam.fsl_sigma, cam.fsl_mu, learnable=cam.fsl_learnable,
-                                    normalization=FSL_NORMALIZATION)
+                                    window=cam.fsl_window, normalization=cam.fsl_normalization)
     return CAMNet(backbone, num_classes, activation="softmax" if softmax else "sigmoid",
                   classifier="cosine" if cam.pooling == "bap" else "linear", fsl=fsl)
 

@@ -235,6 +235,7 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
     kernels = [potts_kernel(downsample_image(item.image.to(device), *item.grid_shape),
                             radius=settings.reg_radius) for item in items]
     use_boxes = settings.multi_point or settings.consistency
+    split_background = settings.ce_balance == "classes"
     model.train()
     epochs = trange(settings.epochs_first + settings.epochs_second, leave=False,
                     desc=f"{settings.name} x {len(items)} images", disable=not show_progress)
@@ -245,9 +246,11 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
             image_logits = batched.crop(logits, index)
             if settings.ce_on_image:
                 total = total + seed_cross_entropy(image_logits, pixel_seeds[index],
+                                                   split_background=split_background,
                                                    image_size=tuple(pixel_seeds[index].shape))
             else:
-                total = total + seed_cross_entropy(image_logits, node_seeds[index])
+                total = total + seed_cross_entropy(image_logits, node_seeds[index],
+                                                   split_background=split_background)
             if use_boxes and item.boxes.numel():
                 image_hidden = batched.crop(hidden, index)
                 probs = torch.softmax(image_logits.detach(), dim=0)
@@ -329,7 +332,8 @@ def random_walk_items(items: list[PropagationItem], settings: PropagatorSettings
     """The ``random_walk`` propagator (no training): per image, the seeds as initial scores
     (one-hot where seeded; unknown cells uniform over background and the classes of the boxes
     covering them, or over all classes without boxes) walked over the graph with
-    ``rw_beta`` / ``rw_log_steps``. Returns ``[K, h, w]`` per image."""
+    ``rw_beta`` / ``rw_log_steps`` (``rw_method``, ``rw_tolerance``). Returns ``[K, h, w]`` per
+    image."""
     from graphwsss.nn.random_walk import random_walk_probabilities, seed_label_probabilities
 
     results = []
@@ -340,5 +344,7 @@ def random_walk_items(items: list[PropagationItem], settings: PropagatorSettings
         initial = seed_label_probabilities(seeds, num_classes, allowed)
         results.append(random_walk_probabilities(item.graph.to(device), initial,
                                                  beta=settings.rw_beta,
-                                                 log_steps=settings.rw_log_steps))
+                                                 log_steps=settings.rw_log_steps,
+                                                 method=settings.rw_method,
+                                                 tolerance=settings.rw_tolerance))
     return results

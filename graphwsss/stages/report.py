@@ -49,7 +49,8 @@ def write_report(out_dir: str | os.PathLike, dataset: VOCDataset, image_ids: lis
              else "<p>No ground truth: no metrics.</p>")
     summary = ""
     if metrics:
-        keys = ("miou", "contour_f", "seed_precision", "seed_coverage", "images", "seconds")
+        keys = ("miou", "contour_f", "seed_precision", "seed_coverage", "single_class_labels",
+                "seeds_single_class", "images", "seconds")
         summary = "<ul>" + "".join(
             f"<li>{key}: {metrics[key]:.2f}</li>" if isinstance(metrics.get(key), float)
             else f"<li>{key}: {metrics.get(key)}</li>" for key in keys if key in metrics) + "</ul>"

@@ -27,17 +27,17 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
-from graphwsss.config import to_yaml
+from graphwsss.config import to_yaml, validate_settings
 from graphwsss.data.palette import read_label_png, write_label_png
 from graphwsss.data.records import IGNORE_INDEX, Sample
+from graphwsss.data.resize import ResizedDataset, upscale_label
 from graphwsss.data.voc import VOCDataset
 from graphwsss.graphs import build_graph_builder, downsample_image
 from graphwsss.losses import boxes_to_grid
@@ -45,10 +45,11 @@ from graphwsss.metrics import SeedQuality
 from graphwsss.nn.random_walk import random_walk_probabilities
 from graphwsss.postprocess import (clear_outside_boxes, dense_crf, instances_from_boxes,
                                    instances_to_coco, upsample_probs, write_instance_png)
+from graphwsss.seeds.background import add_background_seeds, background_share
 from graphwsss.seeds.fusion import fuse_box_and_cam_seeds, select_confident_seeds
 from graphwsss.seeds.grabcut import grabcut_box_seeds
-from graphwsss.seeds.sparse import (merge_seeds, points_to_map, require_weak_label,
-                                    superpixel_expansion)
+from graphwsss.seeds.sparse import (expand_to_superpixels, image_superpixels, merge_seeds,
+                                    points_to_map, require_weak_label)
 from graphwsss.seeds.grid import grid_seeds
 from graphwsss.settings import RunSettings
 from graphwsss.stages.affinity import AffinityEmbedder, load_affinity_network, train_affinity
@@ -56,6 +57,7 @@ from graphwsss.stages.cam import (cam_seeds, confident_cam_seeds, infer_cams, re
                                   train_cam)
 from graphwsss.stages.evaluate import SegmentationEvaluator, write_metrics
 from graphwsss.stages.features import FeatureExtractor
+from graphwsss.stages.manifest import check_stages, write_manifest
 from graphwsss.stages.propagate import PropagationItem, estimate_batch_size, train_propagator
 from graphwsss.stages.report import write_report
 from graphwsss.utils.distributed import setup_process
@@ -122,10 +124,15 @@ def make_seeds(sample: Sample, settings: RunSettings,
       (``seeds.cam_fusion``), GrabCut's M_B fused with the CAM's M_I (3.4) and kept where
       confident (3.5).
     * scribble: scribbles expanded to superpixels (M_S) for the GNN; M_S, else the CAM's
-      confident seeds M'_I, for the affinity CNN. An image whose scribbles mark no background
-      takes M'_I's confident background into M_g too (else nothing would say "background").
+      confident seeds M'_I, for the affinity CNN. An image whose scribbles mark too little
+      background takes M'_I's confident background into M_g too.
     * point: points expanded to superpixels (M_P), else M'_I, for the GNN; M'_I for the CNN.
     * image: M'_I for both.
+
+    Scribble, point and image seeds that still hold too little background (a weak CAM has no
+    confident background) get background at the lowest-CAM pixels far from every annotation
+    (:func:`graphwsss.seeds.background.add_background_seeds`, ``seeds.background_*``), else
+    nothing would say "background" and every pseudo label would be one class.
     """
     supervision = settings.supervision
     if supervision == "box":
@@ -138,21 +145,33 @@ def make_seeds(sample: Sample, settings: RunSettings,
     if cams is None:
         raise ValueError(f"{supervision} supervision needs the image's CAMs")
     confident = confident_cam_seeds(cams, settings.cam.seed_fraction)
+    rule = settings.seeds
+
+    def with_background(seeds, annotations=None, segments=None):
+        return add_background_seeds(seeds, cams, annotations, segments,
+                                    min_share=rule.background_min_share,
+                                    fraction=rule.background_fraction,
+                                    min_distance=rule.background_min_distance)
+
     if supervision == "image":
-        return confident, confident
-    options = {"method": settings.seeds.superpixel_method, "segments": settings.seeds.superpixels}
+        seeds = with_background(confident)
+        return seeds, seeds
+    segments = image_superpixels(sample.image, method=rule.superpixel_method,
+                                 segments=rule.superpixels)
     if supervision == "scribble":
         scribbled = sample.scribble is not None and bool((sample.scribble != IGNORE_INDEX).any())
         require_weak_label(scribbled, sample.image_path, "scribble (SegmentationScribble/<id>.png)")
-        expanded = superpixel_expansion(sample.image, sample.scribble, **options)
+        expanded = expand_to_superpixels(sample.scribble, segments)
         gnn = expanded
-        if not (expanded == 0).any():
+        if background_share(expanded) < rule.background_min_share:
             gnn = merge_seeds(expanded, np.where(confident == 0, 0, IGNORE_INDEX).astype(np.uint8))
-        return gnn, merge_seeds(expanded, confident)
+        return (with_background(gnn, sample.scribble, segments),
+                with_background(merge_seeds(expanded, confident), sample.scribble, segments))
     require_weak_label(bool(sample.points), sample.image_path, "point (points.json)")
     points = points_to_map(sample.points, sample.height, sample.width, sample.image_id)
-    expanded = superpixel_expansion(sample.image, points, **options)
-    return merge_seeds(expanded, confident), confident
+    expanded = expand_to_superpixels(points, segments)
+    return (with_background(merge_seeds(expanded, confident), points, segments),
+            with_background(confident, points, segments))
 
 
 def fused_box_seeds(box_seeds: np.ndarray, cams: np.ndarray, boxes: list,
@@ -226,6 +245,11 @@ class Pipeline:
         for image_id in self._progress(todo, "seeds"):
             sample = self.dataset.load(image_id)
             gnn_seeds, affinity_seeds = make_seeds(sample, self.settings, self.load_cams(sample))
+            present = seed_classes(gnn_seeds)
+            if len(present) < 2:
+                log.warning("image %s: its seeds hold %s only, so its pseudo label will be one "
+                            "class over the whole image", image_id,
+                            f"class {present[0]}" if present else "no class")
             if affinity_seeds is not gnn_seeds:
                 write_label_png(self.paths.image_file("affinity_seeds", image_id, ".png"),
                                 affinity_seeds)
@@ -294,6 +318,8 @@ class Pipeline:
         options = {"radius": graph.radius, "threshold": graph.threshold, "shape": graph.shape}
         if graph.builder == "rgbxy":
             options.update(sigma_xy=graph.sigma_xy, sigma_rgb=graph.sigma_rgb)
+        elif graph.colour:
+            options.update(colour=(graph.sigma_xy, graph.sigma_rgb))
         return options
 
     def _typical_nodes(self, stride: int) -> int:
@@ -326,7 +352,9 @@ class Pipeline:
         scores = torch.cat([background ** self.settings.cam.background_power, grid]).clamp_min(1e-5)
         walked = random_walk_probabilities(item.graph, scores / scores.sum(0, keepdim=True),
                                            beta=self.settings.propagator.rw_beta,
-                                           log_steps=self.settings.propagator.rw_log_steps)
+                                           log_steps=self.settings.propagator.rw_log_steps,
+                                           method=self.settings.propagator.rw_method,
+                                           tolerance=self.settings.propagator.rw_tolerance)
         share = self.settings.cam.random_walk_share
         return (1 - share) * probs + share * walked
 
@@ -354,72 +382,151 @@ class Pipeline:
                              bilateral_compat=crf.bilateral_compat)
             full = self._restrict(sample, full)
         label = full.argmax(axis=0).astype(np.uint8)
-        if sample.boxes:
-            instance = instances_from_boxes(label, sample.boxes)
+        boxes = sample.boxes
+        if sample.original_size is not None:     # processed at max_side: back to full size
+            size, boxes = sample.original_size, sample.original_boxes
+            label = upscale_label(label, size)
+        if boxes:
+            instance = instances_from_boxes(label, boxes)
             write_instance_png(self.paths.image_file("instances", sample.image_id, ".png"),
                                instance)
-            coco = instances_to_coco(sample.image_id, instance, label, sample.boxes, *size)
+            coco = instances_to_coco(sample.image_id, instance, label, boxes, *size)
             atomic_write(self.paths.image_file("instances", sample.image_id, ".json"),
                          json.dumps(coco))
         # The pseudo label is written last: its presence marks the image as finished.
         write_label_png(self.paths.pseudo_label(sample.image_id), label)
 
-    def evaluate(self, image_ids: list[str]) -> tuple[SegmentationEvaluator, SeedQuality]:
+    def evaluate(self, image_ids: list[str]
+                 ) -> tuple[SegmentationEvaluator, SeedQuality, SingleClassImages]:
         evaluator = SegmentationEvaluator(self.dataset.class_names)
         seed_quality = SeedQuality()
+        single_class = SingleClassImages()
         for image_id in self._progress(image_ids, "evaluate"):
             ground_truth = self.dataset.ground_truth(image_id)
-            evaluator.update(read_label_png(self.paths.pseudo_label(image_id)), ground_truth)
-            seed_quality.update(read_label_png(self.paths.seed(image_id)), ground_truth)
-        return evaluator, seed_quality
+            label = read_label_png(self.paths.pseudo_label(image_id))
+            seeds = read_label_png(self.paths.seed(image_id))
+            seeds = upscale_label(seeds, ground_truth.shape)   # seeds at max_side: full size
+            evaluator.update(label, ground_truth)
+            seed_quality.update(seeds, ground_truth)
+            single_class.update(image_id, label, seeds)
+        return evaluator, seed_quality, single_class
+
+
+def seed_classes(seeds: np.ndarray) -> list[int]:
+    """The classes (0 background, 1..K) that a ``[H, W]`` seed map labels somewhere."""
+    return [int(c) for c in np.unique(seeds) if c != IGNORE_INDEX]
+
+
+@dataclass
+class SingleClassImages:
+    """Images whose pseudo label is one class over the whole image, and images whose seeds hold
+    fewer than two classes: the signs of seeds that nothing can be learned from."""
+
+    labels: list[str] = field(default_factory=list)
+    seeds: list[str] = field(default_factory=list)
+
+    SHOWN = 20                                # ids listed in metrics.json
+
+    def update(self, image_id: str, label: np.ndarray, seeds: np.ndarray) -> None:
+        if label.size and (label == label.flat[0]).all():
+            self.labels.append(image_id)
+        if len(seed_classes(seeds)) < 2:
+            self.seeds.append(image_id)
+
+    def merge(self, other: "SingleClassImages") -> "SingleClassImages":
+        self.labels += other.labels
+        self.seeds += other.seeds
+        return self
+
+    def summary(self) -> dict:
+        return {"single_class_labels": len(self.labels),
+                "single_class_label_ids": sorted(self.labels)[:self.SHOWN],
+                "seeds_single_class": len(self.seeds),
+                "seeds_single_class_ids": sorted(self.seeds)[:self.SHOWN]}
 
 
 def open_dataset(data_root: str | os.PathLike, settings: RunSettings) -> tuple[VOCDataset, list[str]]:
-    """The data set of a run (split, tags file) and its images (the first ``limit``)."""
-    dataset = VOCDataset(data_root, split=settings.split, tags_file=settings.seeds.tags_file)
+    """The data set of a run (split, tags file, the inputs its supervision reads) and its images
+    (the first ``limit``; 0 or None: all)."""
+    dataset = VOCDataset(data_root, split=settings.split, tags_file=settings.seeds.tags_file,
+                         supervision=settings.supervision)
+    if settings.max_side:        # samples load at their working size (labels: full size)
+        dataset = ResizedDataset(dataset, settings.max_side)
     return dataset, dataset.ids[:settings.limit] if settings.limit else list(dataset.ids)
 
 
 def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunSettings,
-        show_progress: bool = True) -> dict | None:
+        show_progress: bool = True, force: bool = False) -> dict | None:
     """Run every stage on ``data_root`` and write the outputs under ``out_dir``.
+
+    Resumes from the outputs already there when the settings that made them match (``stages.json``,
+    :mod:`graphwsss.stages.manifest`); when they differ, raises :class:`ConfigError` naming the
+    settings, or with ``force`` recomputes the first differing stage and every later one.
 
     Returns the metrics (rank 0, when ground truth exists), else ``None``.
     """
     started = time.perf_counter()
+    validate_settings(settings)      # settings made in code too: ranges, device (ConfigError)
     device, context = setup_process(settings.device, settings.seed)
     dataset, image_ids = open_dataset(data_root, settings)
     paths = RunPaths(Path(out_dir))
+    if context.is_main or not force:     # before any stage runs; rank 0 alone deletes
+        manifest = check_stages(paths.root, settings, force=force)
+    context.barrier()
     if context.is_main:
-        _warn_if_settings_changed(paths.root / "config.yaml", settings)
+        # Only now: config.yaml and stages.json describe what is (and will be) on disk.
+        manifest = write_manifest(paths.root, manifest, settings, {})
         atomic_write(paths.root / "config.yaml", to_yaml(settings))
         log.info("run: %s supervision, %d images of %s -> %s (settings in %s)",
                  settings.supervision, len(image_ids), dataset.root, paths.root,
                  paths.root / "config.yaml")
     pipeline = Pipeline(dataset, paths, settings, device, show_progress and context.is_main)
     own_ids = context.shard(image_ids)
+    labelled = sum(paths.pseudo_label(image_id).is_file() for image_id in image_ids)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def timed(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = now - clock
+        clock = now
+
     pipeline.cams(image_ids, own_ids)
     context.barrier()
+    timed("cam")
     pipeline.seeds(own_ids)
     context.barrier()            # every rank trains the affinity CNN on all seeds (DDP)
+    timed("seeds")
     pipeline.affinity(image_ids)
+    timed("affinity")
     pipeline.propagation(own_ids)
     context.barrier()
+    timed("propagation")
+    if context.is_main:
+        manifest = write_manifest(paths.root, manifest, settings, seconds)
     metrics = None
     if dataset.has_ground_truth:
         log.info("stage evaluation: %d images", len(own_ids))
         partials = context.gather(pipeline.evaluate(own_ids))
         if context.is_main:
-            evaluator, seed_quality = partials[0]
-            for other_evaluator, other_seeds in partials[1:]:
+            evaluator, seed_quality, single_class = partials[0]
+            for other_evaluator, other_seeds, other_single in partials[1:]:
                 evaluator.merge(other_evaluator)
                 seed_quality.merge(other_seeds)
-            metrics = {**evaluator.summary(), **seed_quality.summary(),
-                       "seconds": round(time.perf_counter() - started, 2)}
+                single_class.merge(other_single)
+            metrics = {**evaluator.summary(), **seed_quality.summary(), **single_class.summary(),
+                       **_timing(manifest, started, labelled, len(image_ids))}
             write_metrics(paths.root / "metrics.json", metrics)
             log.info("mIoU %.2f, contour F %.2f, seed precision %s, coverage %s -> %s",
                      metrics["miou"], metrics["contour_f"], metrics["seed_precision"],
                      metrics["seed_coverage"], paths.root / "metrics.json")
+            if single_class.labels:
+                log.warning("%d of %d pseudo labels are one class over the whole image (%s); "
+                            "%d images' seeds hold fewer than two classes (metrics.json)",
+                            len(single_class.labels), metrics["images"],
+                            ", ".join(metrics["single_class_label_ids"]),
+                            len(single_class.seeds))
     if context.is_main:
         _merge_instances(paths, image_ids)
         report = write_report(paths.root, dataset, image_ids[:settings.report_images], metrics,
@@ -429,21 +536,15 @@ def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunS
     return metrics
 
 
-# Settings that may change between a run and its resumption without mixing results.
-RESUMABLE_CHANGES = ("limit", "device", "report_images")
-
-
-def _warn_if_settings_changed(path: Path, settings: RunSettings) -> None:
-    """Resuming skips finished images: say so when the settings that made them differ."""
-    if not path.is_file():
-        return
-    previous = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    current = yaml.safe_load(to_yaml(settings))
-    changed = sorted(key for key in set(previous) | set(current)
-                     if key not in RESUMABLE_CHANGES and previous.get(key) != current.get(key))
-    if changed:
-        log.warning("%s: settings %s differ from the earlier run in this folder; finished images "
-                    "are kept as they are (use a new --out to redo them)", path, ", ".join(changed))
+def _timing(manifest: dict[str, dict], started: float, labelled: int, images: int) -> dict:
+    """What metrics.json says about time: ``seconds``, the stage seconds that made the outputs
+    on disk (summed over the calls that made them, ``stage_seconds``), ``seconds_this_call``
+    (this call, evaluation included), and ``resumed``: every pseudo label was already there."""
+    stage_seconds = {stage: entry.get("seconds") for stage, entry in manifest.items()}
+    return {"seconds": round(sum(value or 0.0 for value in stage_seconds.values()), 2),
+            "stage_seconds": stage_seconds,
+            "seconds_this_call": round(time.perf_counter() - started, 2),
+            "resumed": labelled == images, "labels_made_this_call": images - labelled}
 
 
 def _merge_instances(paths: RunPaths, image_ids: list[str]) -> None:

@@ -72,7 +72,7 @@ def test_load_affinity_network_round_trip_and_errors(tmp_path):
 def test_run_trains_the_affinity_cnn_and_builds_its_graph(sample_root, tmp_path):
     from graphwsss.stages.run import run
     settings = _settings("limit=2", "graph.builder=affinity", "affinity.training.epochs=1",
-                         "affinity.training.batch_size=2", "propagator.epochs_first=2",
+                         "affinity.steps=3", "affinity.training.batch_size=2", "propagator.epochs_first=2",
                          "propagator.epochs_second=1", "crf.enabled=false")
     metrics = run(sample_root, tmp_path, settings, show_progress=False)
     assert (tmp_path / "affinity" / "model.pt").is_file()

@@ -226,3 +226,11 @@ def test_crf_cam_seeds_follow_the_image():
     assert (seeds == truth).mean() > 0.97
     with pytest.raises(ValueError, match="does not match"):
         crf_cam_seeds(image[:20], cams, 0.3)
+
+
+def test_fsl_window_and_normalization_settings_reach_the_loss():
+    fsl = build_cam_network(_settings(), 3, False).fsl
+    assert (fsl.window, fsl.normalization) == (None, "pixels")        # defaults: ceil(3σ), hw
+    fsl = build_cam_network(_settings("cam.fsl_window=2", "cam.fsl_normalization=pairs"), 3,
+                            False).fsl
+    assert (fsl.window, fsl.normalization) == (2, "pairs")

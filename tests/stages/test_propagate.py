@@ -218,3 +218,17 @@ def test_random_walk_propagator_walks_the_seeds():
         torch.testing.assert_close(p, expected)
     absent = ({1, 2} - set(ITEMS[0].box_classes.tolist())).pop()
     assert probs[0][absent].max() < 1e-6
+
+
+def test_random_walk_propagator_follows_rw_method_and_tolerance():
+    item = ITEMS[0]
+    allowed = box_allowed_classes(item.boxes, item.box_classes, NUM_CLASSES, item.grid_shape)
+    initial = seed_label_probabilities(item.cell_seeds(), NUM_CLASSES, allowed)
+    walks = {}
+    for method, tolerance in [("matvec", 1e-3), ("squaring", 0.2)]:
+        settings = dataclasses.replace(SETTINGS, name="random_walk", rw_beta=4.0, rw_log_steps=3,
+                                       rw_method=method, rw_tolerance=tolerance)
+        walks[method] = train_propagator([item], settings, NUM_CLASSES, torch.device("cpu"))[0]
+        torch.testing.assert_close(walks[method], random_walk_probabilities(
+            item.graph, initial, beta=4.0, log_steps=3, method=method, tolerance=tolerance))
+    assert not torch.allclose(walks["matvec"], walks["squaring"])

@@ -73,14 +73,15 @@ def test_torchrun_two_cpu_processes_split_images(tmp_path, sample_root):
     assert len(list((out / "pseudo_labels").glob("*.png"))) == 4
 
 
-def test_resume_with_other_settings_warns(tmp_path, sample_root, caplog):
+def test_resume_with_other_settings_stops(tmp_path, sample_root, capsys):
+    """Issue 14.3 (more in test_manifest.py): other settings for finished stages stop the run."""
     out = tmp_path / "run"
     assert _run(sample_root, out, "limit=1", "crf.enabled=false") == 0
-    caplog.clear()
     assert _run(sample_root, out, "limit=1", "crf.enabled=false") == 0
-    assert "differ from the earlier run" not in caplog.text
-    assert _run(sample_root, out, "limit=1", "crf.enabled=true", "propagator.name=none") == 0
-    assert "settings crf, propagator differ from the earlier run" in caplog.text
+    capsys.readouterr()
+    assert _run(sample_root, out, "limit=1", "crf.enabled=true", "propagator.name=none") == 2
+    err = capsys.readouterr().err
+    assert "crf.enabled (false -> true)" in err and 'propagator.name ("a2gnn" -> "none")' in err
 
 
 SPARSE_FAST = ["limit=2", "cam.training.epochs=1", "cam.training.batch_size=2",
@@ -138,7 +139,7 @@ def test_point_run_trains_the_affinity_cnn_on_the_cam_seeds(tmp_path, sample_roo
     monkeypatch.setattr(run_module, "train_affinity", spy)
     out = tmp_path / "point"
     assert main(["run", "--data", str(sample_root), "--supervision", "point", "--out", str(out),
-                 *SPARSE_FAST, "graph.builder=affinity", "affinity.training.epochs=1",
+                 *SPARSE_FAST, "graph.builder=affinity", "affinity.training.epochs=1", "affinity.steps=3",
                  "affinity.training.batch_size=2", "affinity.training.crop_size=64"]) == 0
     assert used["seed_dir"] == out / "affinity_seeds"
     assert (out / "affinity" / "model.pt").is_file()
@@ -191,3 +192,52 @@ def test_box_run_with_cam_fusion_trains_cams(tmp_path, sample_root):
         assert (out / "cams" / f"{image_id}.npy").is_file()
         assert (out / "seeds" / f"{image_id}.png").is_file()
     assert (out / "cam" / "model.pt").is_file()
+
+
+def _cams_without_confident_background(root, out, image_ids):
+    """Write CAMs that explain every pixel (no map below 0.3, so M'_I has no confident
+    background) for ``image_ids``: the run skips CAM training and uses these."""
+    from graphwsss.stages.cam import write_cams
+    dataset = VOCDataset(root)
+    for image_id in image_ids:
+        sample = dataset.load(image_id)
+        cams = np.zeros((dataset.num_classes - 1, sample.height, sample.width), np.float32)
+        rows, cols = np.indices((sample.height, sample.width))
+        for point in sample.points:
+            near = np.exp(-np.hypot(rows - point.y, cols - point.x) / 40.0)
+            cams[point.class_id - 1] = np.maximum(cams[point.class_id - 1], 0.3 + 0.7 * near)
+        write_cams(out / "cams" / f"{image_id}.npy", cams)
+
+
+def test_point_run_with_weak_cams_gets_background_seeds_and_counts_single_class(
+        tmp_path, sample_root, caplog):
+    """Issue 13: CAMs without confident background still give point seeds a background; with
+    the rule switched off every seed map is one class, each image warns and metrics.json counts
+    the seed maps and the one-class pseudo labels."""
+    from graphwsss.settings import supervision_defaults
+    from graphwsss.stages.run import run
+    ids = VOCDataset(sample_root).ids[:2]
+    runs = {}
+    for name, extra in (("rule", []), ("off", ["seeds.background_fraction=0"])):
+        out = tmp_path / name
+        _cams_without_confident_background(sample_root, out, ids)
+        caplog.clear()
+        # run() itself: the CLI refuses an --out that already holds files (the CAMs).
+        settings = load_config(RunSettings, None, ["supervision=point", *SPARSE_FAST, *extra],
+                               defaults=supervision_defaults("point"))
+        run(sample_root, out, settings, show_progress=False)
+        runs[name] = (json.loads((out / "metrics.json").read_text()), caplog.text)
+        seeds = [read_label_png(out / "seeds" / f"{image_id}.png") for image_id in ids]
+        affinity = [read_label_png(out / "affinity_seeds" / f"{image_id}.png") for image_id in ids]
+        has_background = [(s == 0).any() for s in seeds + affinity]
+        assert all(has_background) if name == "rule" else not any(has_background)
+    metrics, log_text = runs["rule"]
+    assert metrics["seeds_single_class"] == 0 and metrics["seeds_single_class_ids"] == []
+    assert "its seeds hold" not in log_text
+    assert metrics["single_class_labels"] == len(metrics["single_class_label_ids"])
+    metrics, log_text = runs["off"]
+    assert metrics["seeds_single_class"] == 2 and metrics["seeds_single_class_ids"] == sorted(ids)
+    for image_id in ids:
+        assert f"image {image_id}: its seeds hold class" in log_text
+    assert metrics["single_class_labels"] == 2
+    assert "2 of 2 pseudo labels are one class over the whole image" in log_text

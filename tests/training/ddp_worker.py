@@ -21,7 +21,7 @@ def main() -> None:
     context = init_distributed("cpu")
     torch.manual_seed(context.rank)          # different on purpose: DDP must broadcast rank 0's
     settings = load_config(RunSettings, None, [
-        "limit=4", "affinity.training.epochs=1", "affinity.training.batch_size=1",
+        "limit=4", "affinity.mode=finetune", "affinity.training.epochs=1", "affinity.training.batch_size=1",
         "affinity.training.crop_size=48", "backbone.weights=null"])
     dataset = VOCDataset(data)
     ids = dataset.ids[:4]

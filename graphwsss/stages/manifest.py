@@ -1,0 +1,186 @@
+"""Honest resumes (issue 14.3): which settings shaped each stage's outputs, kept in
+``<run>/stages.json``, and the check a rerun makes against them before any stage runs.
+
+``stages.json`` holds, per stage that has run in the folder, the settings that shape its
+outputs (dotted keys) and the seconds spent making them (summed over resumptions). A rerun whose
+settings differ for a stage with outputs stops with one line naming the keys (exit 2), or, with
+``force``, deletes that stage's outputs and everything after it so that they are recomputed.
+Settings that change nothing in the labels (``limit``, ``device``, ``report_images``, DataLoader
+workers, memory budgets) are not compared.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from graphwsss.config import ConfigError, to_yaml
+from graphwsss.settings import RunSettings
+from graphwsss.utils.io import atomic_write
+from graphwsss.utils.runtime import get_logger
+
+log = get_logger(__name__)
+
+STAGES = ("cam", "seeds", "affinity", "propagation")
+# What each stage writes (folders and files under the run folder), in stage order.
+STAGE_OUTPUTS = {"cam": ("cam", "cams"), "seeds": ("seeds", "affinity_seeds"),
+                 "affinity": ("affinity",),
+                 "propagation": ("probabilities", "pseudo_labels", "instances")}
+RUN_OUTPUTS = ("metrics.json", "report.html")   # made from every stage: always redone
+MANIFEST = "stages.json"
+
+# Keys (dotted prefixes) that change nothing in any output.
+NEUTRAL = ("limit", "device", "report_images", "cam.training.workers",
+           "affinity.training.workers", "propagator.memory_budget_gb")
+# Keys of the cam stage that only later stages read.
+CAM_LATER = ("cam.seed_fraction", "cam.background_threshold", "cam.background_power",
+             "cam.random_walk_share")
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _matches(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
+
+
+def uses_cams(settings: RunSettings) -> bool:
+    return settings.supervision != "box" or settings.seeds.cam_fusion
+
+
+def stage_keys(settings: RunSettings) -> dict[str, dict[str, Any]]:
+    """The settings that shape each stage's outputs in this run (stages that run in it only)."""
+    flat = {key: value for key, value in flatten(yaml.safe_load(to_yaml(settings))).items()
+            if not _matches(key, NEUTRAL)}
+
+    def pick(*prefixes: str) -> dict[str, Any]:
+        return {key: value for key, value in flat.items() if _matches(key, prefixes)}
+
+    common = pick("supervision", "split", "seed", "max_side", "seeds.tags_file")
+    keys: dict[str, dict[str, Any]] = {}
+    if uses_cams(settings):
+        keys["cam"] = {key: value for key, value in {**common, **pick("backbone", "cam")}.items()
+                       if not _matches(key, CAM_LATER)}
+    seeds = {**common, **pick("seeds")}
+    if uses_cams(settings):
+        seeds.update(keys["cam"])
+        seeds.update(pick("cam.seed_fraction", "cam.background_threshold"))
+    keys["seeds"] = seeds
+    if settings.graph.builder == "affinity":
+        keys["affinity"] = {**seeds, **pick("affinity", "backbone")}
+    keys["propagation"] = {**keys.get("affinity", seeds),
+                           **pick("graph", "propagator", "crf", "backbone")}
+    if settings.supervision == "image":
+        keys["propagation"].update(pick("cam.background_power", "cam.random_walk_share"))
+    return keys
+
+
+def has_outputs(root: Path, stage: str) -> bool:
+    for name in STAGE_OUTPUTS[stage]:
+        path = root / name
+        if path.is_dir() and any(path.iterdir()):
+            return True
+    return False
+
+
+def read_manifest(root: Path) -> dict[str, dict]:
+    """``stages.json``; for a run folder from before it, every stage with outputs is taken to
+    have been made with the settings of its ``config.yaml`` (as that run wrote them)."""
+    path = root / MANIFEST
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    config = root / "config.yaml"
+    if not config.is_file():
+        return {}
+    flat = flatten(yaml.safe_load(config.read_text(encoding="utf-8")) or {})
+    return {stage: {"settings": flat, "seconds": None, "legacy": True}
+            for stage in STAGES if has_outputs(root, stage)}
+
+
+def _differences(recorded: dict[str, Any], current: dict[str, Any],
+                 legacy: bool = False) -> list[str]:
+    keys = set(current) if legacy else set(current) | set(recorded)
+    return sorted(key for key in keys if recorded.get(key, _MISSING) != current.get(key, _MISSING)
+                  and not (legacy and key not in recorded))
+
+
+_MISSING = object()
+
+
+def check_stages(root: Path, settings: RunSettings, force: bool = False) -> dict[str, dict]:
+    """Compare this run's settings with those that made the outputs under ``root``.
+
+    The first stage (in order) whose outputs exist and whose settings differ: without ``force``,
+    :class:`ConfigError` naming the keys, the stage and how to proceed; with ``force``, that
+    stage's outputs and every later stage's (and metrics.json, report.html) are deleted.
+    Returns the manifest to keep (the stages still on disk).
+    """
+    manifest = read_manifest(root)
+    current = stage_keys(settings)
+    for index, stage in enumerate(STAGES):
+        if stage not in manifest or not has_outputs(root, stage):
+            continue
+        entry = manifest[stage]
+        # A stage this run skips (no CAMs, no affinity CNN) is compared on nothing.
+        changed = _differences(entry["settings"], current.get(stage, entry["settings"]),
+                               legacy=entry.get("legacy", False))
+        if not changed:
+            continue
+        shown = ", ".join(f"{key} ({_show(entry['settings'].get(key, _MISSING))} -> "
+                          f"{_show(current[stage].get(key, _MISSING))})" for key in changed[:6])
+        more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+        if not force:
+            raise ConfigError(
+                f"{root}: settings {shown}{more} differ from those that made the {stage} "
+                f"stage's outputs in this folder; use a new --out, or --force to recompute "
+                f"{stage} and what follows")
+        later = STAGES[index:]
+        log.warning("--force: settings %s%s differ for the %s stage; deleting the outputs of %s "
+                    "to recompute them", shown, more, stage, ", ".join(later))
+        remove_outputs(root, later)
+        return {name: value for name, value in manifest.items() if name not in later}
+    return manifest
+
+
+def _show(value: Any) -> str:
+    return "unset" if value is _MISSING else json.dumps(value)
+
+
+def remove_outputs(root: Path, stages: tuple[str, ...]) -> None:
+    """Delete what ``stages`` wrote under ``root`` (and the run-level files), nothing else."""
+    for stage in stages:
+        for name in STAGE_OUTPUTS[stage]:
+            path = root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    for name in RUN_OUTPUTS:
+        (root / name).unlink(missing_ok=True)
+
+
+def write_manifest(root: Path, manifest: dict[str, dict], settings: RunSettings,
+                   seconds: dict[str, float]) -> dict[str, dict]:
+    """Record the settings of every stage of this run and add this call's ``seconds`` to each
+    stage's total; returns the manifest written."""
+    updated = {}
+    for stage, keys in stage_keys(settings).items():
+        before = manifest.get(stage, {}).get("seconds") or 0.0
+        updated[stage] = {"settings": keys,
+                          "seconds": round(before + seconds.get(stage, 0.0), 2)}
+    for stage, entry in manifest.items():       # stages this run skips keep their record
+        updated.setdefault(stage, entry)
+    atomic_write(root / MANIFEST, json.dumps(updated, indent=1, sort_keys=True))
+    return updated

@@ -1,0 +1,125 @@
+"""Honest resumes (issue 14.3) and the working resolution in a run (issue 14.6)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from graphwsss.cli import main
+from graphwsss.config import load_config
+from graphwsss.data import VOCDataset, read_label_png
+from graphwsss.settings import RunSettings
+from graphwsss.stages.manifest import stage_keys
+
+TINY = ["limit=1", "propagator.epochs_first=1", "propagator.epochs_second=1",
+        "crf.enabled=false", "device=cpu"]
+
+
+def _run(root, out, *overrides, force=False):
+    return main(["run", "--data", str(root), "--supervision", "box", "--out", str(out),
+                 *(["--force"] if force else []), *TINY, *overrides])
+
+
+def _stamps(folder):
+    return {path.name: path.stat().st_mtime_ns for path in folder.iterdir()}
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_changed_propagator_setting_stops_and_force_recomputes(tmp_path, sample_root, capsys):
+    out = tmp_path / "run"
+    assert _run(sample_root, out) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    assert first["resumed"] is False and set(first["stage_seconds"]) == {"seeds", "propagation"}
+    config = (out / "config.yaml").read_text()
+    labels, seeds = _stamps(out / "pseudo_labels"), _stamps(out / "seeds")
+    capsys.readouterr()
+
+    assert _run(sample_root, out, "propagator.name=gcn") == 2
+    err = capsys.readouterr().err
+    line = [text for text in err.splitlines() if text.startswith("graphwsss:")]
+    assert len(line) == 1 and "Traceback" not in err
+    assert 'propagator.name ("a2gnn" -> "gcn")' in line[0]
+    assert "propagation stage" in line[0]
+    assert "use a new --out, or --force to recompute propagation and what follows" in line[0]
+    # Nothing changed: neither the labels nor config.yaml.
+    assert (out / "config.yaml").read_text() == config
+    assert _stamps(out / "pseudo_labels") == labels
+
+    assert _run(sample_root, out, "propagator.name=gcn", force=True) == 0
+    assert load_config(RunSettings, out / "config.yaml").propagator.name == "gcn"
+    recorded = json.loads((out / "stages.json").read_text())
+    assert recorded["propagation"]["settings"]["propagator.name"] == "gcn"
+    assert _stamps(out / "seeds") == seeds                     # seeds kept: same settings
+    assert all(_stamps(out / "pseudo_labels")[name] != stamp for name, stamp in labels.items())
+    assert json.loads((out / "metrics.json").read_text())["labels_made_this_call"] == 1
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_limit_device_and_report_images_resume(tmp_path, sample_root):
+    out = tmp_path / "run"
+    assert _run(sample_root, out) == 0
+    labels = _stamps(out / "pseudo_labels")
+    assert _run(sample_root, out, "device=auto", "report_images=2") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed"] is True and metrics["labels_made_this_call"] == 0
+    assert metrics["seconds"] > 0 and metrics["seconds_this_call"] > 0
+    assert _stamps(out / "pseudo_labels") == labels
+    assert load_config(RunSettings, out / "config.yaml").report_images == 2
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_changed_seed_setting_names_the_seeds_stage(tmp_path, sample_root, capsys):
+    out = tmp_path / "run"
+    assert _run(sample_root, out) == 0
+    capsys.readouterr()
+    assert _run(sample_root, out, "seeds.grabcut_iterations=2") == 2
+    assert "seeds stage" in capsys.readouterr().err
+    assert _run(sample_root, out, "seeds.grabcut_iterations=2", force=True) == 0
+    recorded = json.loads((out / "stages.json").read_text())
+    assert recorded["seeds"]["settings"]["seeds.grabcut_iterations"] == 2
+
+
+def test_folder_without_stages_json_is_checked_against_its_config(tmp_path, sample_root, capsys):
+    """A run folder from before stages.json: its config.yaml stands for every stage."""
+    out = tmp_path / "run"
+    assert _run(sample_root, out) == 0
+    (out / "stages.json").unlink()
+    capsys.readouterr()
+    assert _run(sample_root, out, "crf.enabled=true") == 2
+    assert "crf.enabled (false -> true)" in capsys.readouterr().err
+
+
+def test_stage_keys_leave_out_what_changes_nothing():
+    keys = stage_keys(RunSettings())
+    assert set(keys) == {"seeds", "propagation"}                # box, no CAMs, no affinity CNN
+    flat = set().union(*keys.values())
+    assert not {"limit", "device", "report_images"} & flat
+    assert "propagator.epochs_first" in keys["propagation"] and "max_side" in keys["seeds"]
+    assert "propagator.epochs_first" not in keys["seeds"]
+    keys = stage_keys(RunSettings(supervision="point", graph=RunSettings().graph.__class__(
+        builder="affinity")))
+    assert set(keys) == {"cam", "seeds", "affinity", "propagation"}
+    assert "cam.pooling" in keys["seeds"] and "cam.seed_fraction" not in keys["cam"]
+    assert "affinity.steps" in keys["propagation"]
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_large_image_is_processed_at_max_side_and_labelled_at_full_size(tmp_path, sample_root):
+    out = tmp_path / "run"
+    assert _run(sample_root, out, "max_side=100") == 0
+    dataset = VOCDataset(sample_root)
+    image_id = dataset.ids[0]
+    sample = dataset.load(image_id)
+    assert max(sample.height, sample.width) > 100
+    seeds = read_label_png(out / "seeds" / f"{image_id}.png")
+    assert max(seeds.shape) == 100                              # processed at max_side
+    label = read_label_png(out / "pseudo_labels" / f"{image_id}.png")
+    assert label.shape == (sample.height, sample.width)         # written at the original size
+    instance = read_label_png(out / "instances" / f"{image_id}.png")
+    assert instance.shape == label.shape
+    coco = json.loads((out / "instances" / f"{image_id}.json").read_text())
+    assert coco and all(np.isfinite(entry["bbox"]).all() for entry in coco)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 < metrics["miou"] <= 100 and metrics["seed_coverage"] is not None
