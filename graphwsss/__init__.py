@@ -1,5 +1,5 @@
 """graphwsss: weak labels (boxes, scribbles, points, tags) to dense segmentation labels by
-propagating them over learned pixel graphs (A²GNN). See ``../shared/DESIGN.md`` for the method."""
+propagating them over learned pixel graphs (A²GNN). See ``docs/method.md`` for the method."""
 
 import ctypes
 import os

@@ -47,10 +47,17 @@ def _info(_: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from graphwsss.stages.evaluate import evaluate_folder, format_table, write_metrics
 
-    metrics = evaluate_folder(args.data, args.pred, split=args.split)
+    if args.limit is not None and args.limit < 0:
+        print(f"graphwsss: error: --limit must be >= 0 (0: every image), got {args.limit}",
+              file=sys.stderr)
+        return 2
+    metrics = evaluate_folder(args.data, args.pred, split=args.split, partial=args.partial,
+                              limit=args.limit)
     print(format_table(metrics))
+    skipped = metrics.get("images_without_prediction", 0)
     print(f"images {metrics['images']}  mIoU {metrics['miou']:.2f}  "
-          f"contour F {metrics['contour_f']:.2f}")
+          f"contour F {metrics['contour_f']:.2f}"
+          + (f"  ({skipped} images of the split without a prediction skipped)" if skipped else ""))
     if args.out:
         write_metrics(args.out, metrics)
         log.info("metrics written to %s", args.out)
@@ -137,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
                            defaults=supervision_defaults(args.supervision))
     from graphwsss.stages.run import run     # after the settings: a bad one fails fast
 
-    metrics = run(args.data, args.out, settings, force=args.force)
+    metrics = run(args.data, args.out, settings, force=args.force, images=args.images)
     if metrics is not None:
         print(f"images {metrics['images']}  mIoU {metrics['miou']:.2f}  "
               f"contour F {metrics['contour_f']:.2f}  seconds {metrics['seconds']:.1f}")
@@ -165,13 +172,30 @@ def _bench_graphs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> int:
+    from graphwsss.settings_help import describe_settings, format_settings
+
+    rows = describe_settings(args.supervision, args.config)
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=1))
+    else:
+        print(format_settings(rows))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
-    from graphwsss.settings import RunSettings
-    from graphwsss.stages.run import run
+    from graphwsss.config import load_config
+    from graphwsss.settings import RunSettings, supervision_defaults
 
     _check_run_folder(args.out, force=args.force)
+    settings = load_config(RunSettings, None, ["supervision=box", *args.overrides],
+                           defaults=supervision_defaults("box"))
+    from graphwsss.stages.run import run     # after the settings: a bad one fails fast
+
     log.info("demo: box-supervised label propagation on the bundled sample (%s)", SAMPLE_DATA)
-    metrics = run(SAMPLE_DATA, args.out, RunSettings(supervision="box"))
+    metrics = run(SAMPLE_DATA, args.out, settings, force=args.force)
     print(f"\nA²GNN + CRF pseudo labels of {metrics['images']} sample images: mIoU "
           f"{metrics['miou']:.1f}, contour F {metrics['contour_f']:.1f} "
           f"(GrabCut seeds: precision {metrics['seed_precision']:.1f}, "
@@ -198,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--pred", required=True, help="folder of <id>.png predictions")
     evaluate.add_argument("--out", help="write the metrics as JSON here")
     evaluate.add_argument("--split", default="train", help="ImageSets/Segmentation list")
+    evaluate.add_argument("--partial", action="store_true",
+                          help="score only the images of the split that have a prediction in "
+                               "--pred (e.g. a run with limit=N); without it every image needs one")
+    evaluate.add_argument("--limit", type=int,
+                          help="score only the first N images of the split (as run's limit=N; "
+                               "0: every image)")
     evaluate.set_defaults(handler=_evaluate)
 
     evaluate_cam = commands.add_parser(
@@ -210,8 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cam.add_argument("--out", help="metrics JSON (default <run>/cam_metrics.json)")
     evaluate_cam.add_argument("--split", default="train", help="ImageSets/Segmentation list")
     evaluate_cam.add_argument("--max-threshold", type=float, default=0.59,
-                              help="sweep 0.00..this in steps of 0.01 (default 0.59, DESIGN "
-                                   "§8; softmax CAMs may peak higher)")
+                              help="sweep 0.00..this in steps of 0.01 (default 0.59, docs/"
+                                   "method.md §3.3; softmax CAMs may peak higher)")
     evaluate_cam.set_defaults(handler=_evaluate_cam)
 
     analyze = commands.add_parser(
@@ -244,18 +274,27 @@ def build_parser() -> argparse.ArgumentParser:
                     "<out>/config.yaml, <out>/metrics.json (with ground truth) and "
                     "<out>/report.html. Rerunning resumes. Settings: --config YAML, then "
                     "key=value overrides such as graph.builder=rgbxy propagator.name=gcn "
-                    "crf.enabled=false device=cpu limit=10.")
-    run.add_argument("--data", required=True, help="data set in Pascal VOC layout")
+                    "crf.enabled=false device=cpu limit=10. 'graphwsss settings --supervision S' "
+                    "lists every key with its type, default and meaning.")
+    run.add_argument("--data", required=True,
+                     help="data set in Pascal VOC layout, or COCO: an instances JSON file, or a "
+                          "folder with annotations/instances_<split>.json (README, COCO input)")
+    run.add_argument("--images", metavar="DIR",
+                     help="COCO input: the folder its file_names are relative to (default: "
+                          "images/<name>, <name> or images/ beside annotations/, <name> from "
+                          "instances_<name>.json)")
     run.add_argument("--supervision", required=True, choices=["box", "scribble", "point", "image"],
-                     help="kind of weak label (sets its defaults, DESIGN.md §2, §6)")
+                     help="kind of weak label (sets its defaults, docs/method.md §1)")
     run.add_argument("--out", required=True, help="run folder")
-    run.add_argument("--config", help="YAML settings (configs/box_*.yaml)")
+    run.add_argument("--config", help="YAML settings: a path, or the name of a packaged config "
+                                      "such as box_voc (graphwsss/configs/*.yaml)")
     run.add_argument("--force", action="store_true",
                      help="write into an --out folder that holds other files and is not a "
                           "graphwsss run (refused without it); in a run folder whose finished "
                           "stages were made with other settings, recompute the first such stage "
                           "and every later one (refused without it)")
-    run.add_argument("overrides", nargs="*", metavar="key=value", help="setting overrides")
+    run.add_argument("overrides", nargs="*", metavar="key=value",
+                     help="setting overrides (every key: graphwsss settings)")
     run.set_defaults(handler=_run)
 
     bench = commands.add_parser(
@@ -271,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                        default=["backbone", "rgbxy", "superpixel", "knn", "affinity"],
                        help="graph builders, in order (default: all five)")
     bench.add_argument("--out", default="outputs/bench_graphs", help="benchmark folder")
-    bench.add_argument("--config", help="YAML run settings (configs/box_*.yaml)")
+    bench.add_argument("--config", help="YAML run settings: a path or a packaged config's name "
+                                        "(graphwsss/configs/box_*.yaml)")
     bench.add_argument("--in-process", action="store_true",
                        help="measure graphs in this process (faster; memory less isolated)")
     bench.add_argument("--skip-radius-loop", action="store_true",
@@ -280,12 +320,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="setting overrides, e.g. limit=50 propagator.epochs_first=10")
     bench.set_defaults(handler=_bench_graphs)
 
-    demo = commands.add_parser("demo", help="run the main job on the bundled sample")
+    demo = commands.add_parser(
+        "demo", help="run the main job on the bundled sample",
+        description="A box-supervised run on the 12-image sample inside the package; key=value "
+                    "overrides as for run (e.g. limit=2 propagator.epochs_first=1).")
     demo.add_argument("--out", default="outputs/demo", help="output folder")
     demo.add_argument("--force", action="store_true",
                       help="write into an --out folder that holds other files and is not a "
                            "graphwsss run")
+    demo.add_argument("overrides", nargs="*", metavar="key=value", help="setting overrides")
     demo.set_defaults(handler=_demo)
+
+    settings = commands.add_parser(
+        "settings", help="every setting of run: key, type, default, meaning",
+        description="Print every key=value setting of 'graphwsss run' with its type, its default "
+                    "for the supervision (and --config, if given), its allowed range and what it "
+                    "means.")
+    settings.add_argument("--supervision", default="box",
+                          choices=["box", "scribble", "point", "image"],
+                          help="whose defaults to show (default box)")
+    settings.add_argument("--config", help="show the defaults with this YAML config applied")
+    settings.add_argument("--json", action="store_true", help="one JSON list instead of text")
+    settings.set_defaults(handler=_settings)
     return parser
 
 

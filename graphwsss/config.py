@@ -118,13 +118,39 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped inside the package (``graphwsss/configs/<name>.yaml``)."""
+    return sorted(path.stem for path in PACKAGED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config(name: str | os.PathLike) -> Path:
+    """The YAML file a ``--config`` names: an existing path as given; else a bare name such as
+    ``box_voc`` or ``box_voc.yaml`` is a config shipped in the package (``graphwsss/configs``),
+    so that it works from any folder and from an installed wheel. :class:`ConfigError` otherwise."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    text = str(name)
+    if "/" not in text and os.sep not in text:
+        packaged = PACKAGED_CONFIGS / (text if text.endswith((".yaml", ".yml")) else f"{text}.yaml")
+        if packaged.is_file():
+            return packaged
+        raise ConfigError(f"{name}: config file is missing, and it is not a packaged config "
+                          f"(known: {', '.join(packaged_configs())})")
+    raise ConfigError(f"{path}: config file is missing")
+
+
 def load_config(cls: type[ConfigT], path: str | os.PathLike | None = None,
                 overrides: list[str] | None = None, defaults: list[str] | None = None) -> ConfigT:
     """Defaults of ``cls``, then ``defaults`` (``key=value``, e.g. per supervision), then the
-    YAML file at ``path``, then ``key=value`` overrides."""
+    YAML file at ``path`` (a path, or the name of a packaged config: :func:`resolve_config`),
+    then ``key=value`` overrides."""
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
+        path = resolve_config(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file is missing")
         try:

@@ -2,7 +2,7 @@
 
 Loaded by :func:`graphwsss.config.load_config` from ``configs/*.yaml`` plus ``key=value``
 overrides; the resolved settings are written to ``<out>/config.yaml`` by each run.
-Defaults follow DESIGN.md; where the published schedule is too slow for a CPU, the default is
+Defaults follow docs/method.md; where the published schedule is too slow for a CPU, the default is
 the fast schedule and ``configs/*_paper.yaml`` keeps the published one.
 """
 
@@ -57,9 +57,9 @@ def check_not_empty(items: tuple) -> str | None:
 
 @dataclass
 class BackboneSettings:
-    name: Literal["efficientnet_lite0", "resnet50", "resnet101"] = "efficientnet_lite0"
+    name: Literal["efficientnet_lite0", "resnet50", "resnet101"] = "efficientnet_lite0"  # CNN
     weights: str | None = "imagenet"          # "imagenet" (bundled for efficientnet), a path, or null
-    output_stride: Literal[8, 16, 32] = 8     # node grid stride (DESIGN.md §4–5)
+    output_stride: Literal[8, 16, 32] = 8     # node grid stride (docs/method.md §4–5)
 
 
 @dataclass
@@ -77,21 +77,27 @@ class SeedSettings:
     background_fraction: float = ranged(0.2, ge=0, le=1)  # ... this share of it, lowest max-CAM first
     background_min_distance: float = ranged(0.1, ge=0)  # ... farther from every point or scribble
                                               # than this share of the image diagonal
+    source: Literal["weak_labels", "files"] = "weak_labels"  # seeds made from the weak labels,
+                                              # or read from seeds.dir (another tool's)
+    dir: str | None = None                    # seeds.source=files: folder of <id>.png, one per image
+    file_kind: Literal["labels", "mask"] = "labels"  # seeds.source=files: label PNGs (0 bg, 1..K,
+                                              # 255 unknown) or masks (0 bg, else foreground;
+                                              # classes from the boxes; seeds/files.py)
 
 
 @dataclass
 class TrainingSettings:
     """A network training schedule (affinity CNN §4, CAM network §3), with its augmentation."""
 
-    epochs: int = ranged(4, ge=0)
-    batch_size: int = ranged(8, ge=1)
+    epochs: int = ranged(4, ge=0)             # passes over the training images
+    batch_size: int = ranged(8, ge=1)         # images per SGD step
     lr: float = ranged(0.05, gt=0)            # SGD (poly decay); backbone at lr/10
-    momentum: float = ranged(0.9, ge=0, lt=1)
-    weight_decay: float = ranged(1e-4, ge=0)
+    momentum: float = ranged(0.9, ge=0, lt=1)  # SGD momentum
+    weight_decay: float = ranged(1e-4, ge=0)  # SGD weight decay
     crop_size: int = ranged(256, ge=1)        # random crop (pixels), padded when smaller
     scale_range: tuple[float, float] = ranged((0.7, 1.3), gt=0, check=check_low_high)
                                               # random rescale before the crop
-    flip: bool = True
+    flip: bool = True                         # random horizontal flips
     color_jitter: float = ranged(0.3, ge=0, le=1)  # brightness/contrast/saturation strength
     workers: int = ranged(0, ge=0)            # DataLoader worker processes
     checkpoint: str | None = None             # use this checkpoint instead of training
@@ -99,13 +105,13 @@ class TrainingSettings:
 
 @dataclass
 class AffinitySettings:
-    """The affinity CNN (DESIGN.md §4, eqs. 3.6–3.13)."""
+    """The affinity CNN (docs/method.md §4, eqs. 3.6–3.13)."""
 
     # Trained when graph.builder=affinity (unless training.checkpoint names trained weights).
     radius: int = ranged(4, ge=1)             # pair radius on the stride-8 grid (code: 4 box/scribble)
     reg_weight: float = ranged(3.0, ge=0)     # λ of L_Aff = L_Ac + λ·L_Ar (3.13)
     sigma_xy: float = ranged(6.0, gt=0)       # L_Ar kernel (3.12)
-    sigma_rgb: float = ranged(0.1, gt=0)
+    sigma_rgb: float = ranged(0.1, gt=0)      # ... and its colour width
     mode: Literal["cached", "finetune"] = "cached"  # cached: frozen backbone, head on all levels +
                                               # colour, features cached once per image and flip;
                                               # finetune: last three levels, SGD through them
@@ -117,10 +123,10 @@ class AffinitySettings:
 
 @dataclass
 class CAMSettings:
-    """The CAM seed network (DESIGN.md §3)."""
+    """The CAM seed network (docs/method.md §3)."""
 
-    pooling: Literal["gap", "gmp", "is", "is_binomial", "bap"] = "is"
-    fsl: Literal["none", "multinomial", "binomial"] = "multinomial"
+    pooling: Literal["gap", "gmp", "is", "is_binomial", "bap"] = "is"  # CAM pooling (§3)
+    fsl: Literal["none", "multinomial", "binomial"] = "multinomial"  # feature similarity loss
     fsl_weight: float | None = ranged(None, ge=0)  # None: 0.5 multinomial, 1.0 binomial (§3)
     fsl_sigma: float = ranged(5.0, gt=0)      # σ of w_ij (grid pixels) (eq. 10)
     fsl_mu: float = ranged(2.5, gt=0)         # μ of f (eq. 12)
@@ -130,10 +136,11 @@ class CAMSettings:
     fsl_window: int | None = ranged(None, ge=1)  # FSL window radius (grid cells); None: ceil(3σ)
     is_lambda: float | None = ranged(None, ge=0, le=1)  # None: 0.8 multinomial, 0.2 binomial (§3)
     is_samples: int | None = ranged(None, ge=1)  # None: 100 multinomial, 10 binomial (§3)
-    output_stride: Literal[8, 16, 32] = 8
+    output_stride: Literal[8, 16, 32] = 8     # stride of the CAMs
     inference_scales: tuple[float, ...] = ranged((0.5, 1.0, 1.5, 2.0), gt=0,
                                                  check=check_not_empty)
-    inference_flip: bool = True
+                                              # image scales whose CAMs are averaged
+    inference_flip: bool = True               # average the flipped image's CAMs too
     seed_fraction: float = ranged(0.4, ge=0, le=1)  # M'_I: top 40% most confident pixels per
                                               # class (§2)
     background_threshold: float = ranged(0.4, ge=0, le=1)  # M_I: background where every CAM is
@@ -149,10 +156,10 @@ class CAMSettings:
 class GraphSettings:
     builder: Literal["backbone", "rgbxy", "affinity", "superpixel", "knn"] = "backbone"  # (§5)
     radius: int = ranged(4, ge=1)             # r on the stride-8 grid (code: 4 for box/scribble)
-    shape: Literal["disc", "square"] = "disc"
+    shape: Literal["disc", "square"] = "disc"  # neighbourhood of radius r
     threshold: float = ranged(1e-3, ge=0)     # E_ij kept when D(i,j) > threshold (§5)
     sigma_xy: float = ranged(6.0, gt=0)       # RGB-XY kernel (§4, eq. 3.12)
-    sigma_rgb: float = ranged(0.1, gt=0)
+    sigma_rgb: float = ranged(0.1, gt=0)      # ... and its colour width
     colour: bool = False                      # backbone/affinity builders: E_ij = D(i,j)·G(i,j),
                                               # times the RGB-XY kernel above
     superpixel_method: Literal["slic", "felzenszwalb"] = "slic"  # superpixel graph (GraphNet style)
@@ -162,18 +169,18 @@ class GraphSettings:
 
 @dataclass
 class PropagatorSettings:
-    name: Literal["a2gnn", "gcn", "gat", "agnn", "none", "random_walk"] = "a2gnn"
-    hidden: int = ranged(256, ge=1)
-    layers: int = ranged(3, ge=1)
-    dropout: float = ranged(0.5, ge=0, lt=1)
+    name: Literal["a2gnn", "gcn", "gat", "agnn", "none", "random_walk"] = "a2gnn"  # (§6)
+    hidden: int = ranged(256, ge=1)           # hidden channels of the propagator
+    layers: int = ranged(3, ge=1)             # propagation layers
+    dropout: float = ranged(0.5, ge=0, lt=1)  # dropout on node features
     beta: float = ranged(10.0, ge=0)          # edge-term weight β (§6, eq. 3.18)
-    form: Literal["reference", "paper"] = "reference"
-    lr: float = ranged(0.035, gt=0)
-    weight_decay: float = ranged(5e-4, ge=0)
+    form: Literal["reference", "paper"] = "reference"  # A²GNN as the published code or paper
+    lr: float = ranged(0.035, gt=0)           # Adam learning rate of the propagator
+    weight_decay: float = ranged(5e-4, ge=0)  # Adam weight decay
     epochs_first: int = ranged(30, ge=0)      # CE + MP (+CC); published: 150 (box_*_paper.yaml)
     epochs_second: int = ranged(30, ge=0)     # ... then adding L_reg; published: 150
     reg_weight: float = ranged(0.01, ge=0)    # λ₁ (0.01 box, 0.3 others)
-    reg_radius: int = ranged(5, ge=1)
+    reg_radius: int = ranged(5, ge=1)         # neighbourhood radius of L_reg (grid cells)
     multi_point: bool = True                  # L_mp (eqs. 3.23–3.26), boxes only
     consistency: bool = True                  # consistency checking (eqs. 3.27–3.28)
     unknown_background_weight: float = ranged(0.0, ge=0)  # box runs: weight of a background
@@ -184,7 +191,7 @@ class PropagatorSettings:
                                               # means summed (reference code), or one pixel mean
     ce_on_image: bool = False                 # L_ce on logits upsampled to image size (reference code)
     batch_images: int = ranged(0, ge=0)       # images trained together; 0 = from memory_budget_gb
-    memory_budget_gb: float = ranged(2.0, gt=0)
+    memory_budget_gb: float = ranged(2.0, gt=0)  # memory for one propagation batch
     rw_beta: float = ranged(8.0, gt=0)        # random walk: affinity raised to β (PSA style)
     rw_log_steps: int = ranged(8, ge=0)       # random walk length 2^log_steps
     rw_method: Literal["matvec", "squaring"] = "matvec"  # repeated T·S (exact) or pruned squaring
@@ -194,21 +201,21 @@ class PropagatorSettings:
 @dataclass
 class CRFSettings:
     enabled: bool = True                      # DenseCRF (§7)
-    iterations: int = ranged(10, ge=0)
-    gaussian_sxy: float = ranged(4.0, gt=0)
-    gaussian_compat: float = ranged(3.0, ge=0)
-    bilateral_sxy: float = ranged(83.0, gt=0)
-    bilateral_srgb: float = ranged(5.0, gt=0)
-    bilateral_compat: float = ranged(3.0, ge=0)
+    iterations: int = ranged(10, ge=0)        # mean-field iterations
+    gaussian_sxy: float = ranged(4.0, gt=0)   # smoothness kernel width (px)
+    gaussian_compat: float = ranged(3.0, ge=0)  # ... and its weight
+    bilateral_sxy: float = ranged(83.0, gt=0)  # appearance kernel width (px)
+    bilateral_srgb: float = ranged(5.0, gt=0)  # ... its colour width
+    bilateral_compat: float = ranged(3.0, ge=0)  # ... and its weight
 
 
 @dataclass
 class RunSettings:
-    supervision: Literal["box", "scribble", "point", "image"] = "box"
+    supervision: Literal["box", "scribble", "point", "image"] = "box"  # kind of weak label
     split: str = "train"                      # ImageSets/Segmentation/<split>.txt
     limit: int | None = ranged(None, ge=0, note="0 or null: every image")  # first N images only
     device: str = ranged("auto", check=check_device)  # auto | cpu | cuda | cuda:N; auto picks CUDA
-    seed: int = ranged(0, ge=0)
+    seed: int = ranged(0, ge=0)               # random seed (Python, NumPy, torch)
     max_side: int = ranged(640, ge=0, note="0: off")  # images with a longer side are processed
                                               # at this size, labels upsampled at the end
     backbone: BackboneSettings = field(default_factory=BackboneSettings)
@@ -221,7 +228,7 @@ class RunSettings:
     report_images: int = ranged(24, ge=0)     # images shown in report.html
 
 
-# What changes with the kind of weak label (DESIGN.md §4, §6); applied between the defaults
+# What changes with the kind of weak label (docs/method.md §4, §6); applied between the defaults
 # above and a YAML file, so configs and key=value overrides still win.
 SUPERVISION_DEFAULTS: dict[str, list[str]] = {
     "box": [],

@@ -1,4 +1,4 @@
-"""Memory and speed of the windowed feature similarity loss (DESIGN.md §3, eqs. 9–12) against the
+"""Memory and speed of the windowed feature similarity loss (method §3, eqs. 9–12) against the
 all-pairs form.
 
 Cases (each run in a fresh subprocess, so that its peak-memory reading is its own):

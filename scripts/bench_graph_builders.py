@@ -1,4 +1,4 @@
-"""Graph-builder benchmark (DESIGN.md §5): ``graphwsss bench-graphs`` as a script.
+"""Graph-builder benchmark (docs/method.md §5): ``graphwsss bench-graphs`` as a script.
 
 Per builder (backbone, rgbxy, superpixel, knn, affinity): build time per image, nodes, edges,
 peak memory, graph purity and downstream A²GNN mIoU / contour F (a full box-supervised run per

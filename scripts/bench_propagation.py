@@ -1,4 +1,4 @@
-"""Training speed and memory of the A²GNN propagation (DESIGN.md §6) against the dense form.
+"""Training speed and memory of the A²GNN propagation (docs/method.md §6) against the dense form.
 
 Cases (each timed in a fresh subprocess, so that peak-memory readings are its own):
 

@@ -2,7 +2,7 @@
 """Reproduce the CAM table of docs/results.md: every pooling with and without the FSL (§3).
 
 Trains one CAM network per variant on the data set's tags, infers its CAMs and scores them with
-the background-threshold sweep of ``graphwsss evaluate-cam`` (DESIGN's 0.00–0.59, and a wide
+the background-threshold sweep of ``graphwsss evaluate-cam`` (the default 0.00–0.59, and a wide
 0.00–0.95 sweep, since softmax CAMs often peak above 0.59). Variants run one after another in
 ``<out>/<pooling>_fsl-<fsl>/``; a finished variant (its ``cam_metrics.json`` exists) is not
 rerun, an interrupted one resumes from its checkpoint. Prints a Markdown table and writes it to

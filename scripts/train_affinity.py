@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train the affinity CNN (DESIGN.md §4) on a data set's seeds, alone or under ``torchrun``.
+"""Train the affinity CNN (docs/method.md §4) on a data set's seeds, alone or under ``torchrun``.
 
 Seeds are ``<seeds>/<id>.png`` (0 background, 1..K classes, 255 unknown), e.g. the ``seeds/``
 folder of an earlier ``graphwsss run``; without ``--seeds`` the box seeds of §2 (GrabCut in the
@@ -10,7 +10,7 @@ resumes from ``<out>/checkpoint.pt``. The weights end in ``<out>/model.pt``, whi
 ``graphwsss run ... graph.builder=affinity affinity.training.checkpoint=<out>/model.pt`` uses
 without retraining (either architecture). Examples::
 
-    python scripts/train_affinity.py --data ../shared/data/msrc-objects --out outputs/affinity
+    python scripts/train_affinity.py --data DIR --out outputs/affinity
     torchrun --nproc_per_node 2 scripts/train_affinity.py --data DIR --seeds RUN/seeds --out OUT \\
         affinity.training.epochs=8
 """

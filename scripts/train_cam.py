@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train the CAM seed network (DESIGN.md §3) and infer its CAMs, alone or under ``torchrun``.
+"""Train the CAM seed network (docs/method.md §3) and infer its CAMs, alone or under ``torchrun``.
 
 Tags are the classes of each image's boxes (``Annotations``); ``cam.pooling=bap`` trains on the
 boxes themselves. Training resumes from ``<out>/checkpoint.pt``; the weights end in
@@ -7,7 +7,7 @@ boxes themselves. Training resumes from ``<out>/checkpoint.pt``; the weights end
 existing files are kept). ``--evaluate`` then scores them (as ``graphwsss evaluate-cam``) into
 ``<out>/cam_metrics.json``. Examples::
 
-    python scripts/train_cam.py --data ../shared/data/msrc-objects --out outputs/cam_is_fsl
+    python scripts/train_cam.py --data DIR --out outputs/cam_is_fsl
     python scripts/train_cam.py --data DIR --out OUT --evaluate cam.pooling=gap cam.fsl=none \\
         cam.output_stride=16 cam.training.epochs=3
     torchrun --nproc_per_node 2 scripts/train_cam.py --data DIR --out OUT

@@ -266,3 +266,22 @@ def test_a_setting_read_nowhere_is_found():
     reads = _package_reads(Path(graphwsss.__file__).parent)
     assert _unread_settings(WithNew, reads) == ["graph.enabled", "graph.brand_new_knob",
                                                 "unused_top_level"]
+
+
+def test_packaged_config_found_by_bare_name(tmp_path, monkeypatch):
+    from graphwsss.config import packaged_configs, resolve_config
+    from graphwsss.settings import RunSettings
+
+    monkeypatch.chdir(tmp_path)                  # no configs/ folder here
+    assert "box_voc" in packaged_configs()
+    for name in ("box_voc", "box_voc.yaml"):
+        assert resolve_config(name).parent.name == "configs"
+        assert resolve_config(name).parent.parent.name == "graphwsss"
+    paper = load_config(RunSettings, "box_voc_paper")
+    assert paper.propagator.epochs_first == 150
+    (tmp_path / "box_voc.yaml").write_text("limit: 7\n")     # a path that exists wins
+    assert load_config(RunSettings, "box_voc.yaml").limit == 7
+    with pytest.raises(ConfigError, match="not a packaged config .*known: .*box_voc"):
+        load_config(RunSettings, "box_vco")
+    with pytest.raises(ConfigError, match="config file is missing"):
+        load_config(RunSettings, "some/where/box_voc.yaml")

@@ -1,10 +1,26 @@
 """Data layer: typed records, the Pascal VOC and COCO readers, label PNG I/O."""
 
-from graphwsss.data.coco import COCODataset, decode_segmentation, encode_rle
-from graphwsss.data.errors import DataError
-from graphwsss.data.palette import colorize, read_image, read_label_png, voc_palette, write_label_png
-from graphwsss.data.records import BACKGROUND, IGNORE_INDEX, Box, Point, Sample, tags_from_boxes
-from graphwsss.data.voc import VOCDataset, read_class_names
+# Loaded on first use (PEP 562): ``from graphwsss.data.errors import DataError`` must not
+# import cv2, torch or pycocotools, so that ``graphwsss --help`` stays fast.
+_EXPORTS = {
+    "COCODataset": "coco", "decode_segmentation": "coco", "encode_rle": "coco",
+    "DataError": "errors",
+    "colorize": "palette", "read_image": "palette", "read_label_png": "palette",
+    "voc_palette": "palette", "write_label_png": "palette",
+    "BACKGROUND": "records", "IGNORE_INDEX": "records", "Box": "records", "Point": "records",
+    "Sample": "records", "tags_from_boxes": "records",
+    "VOCDataset": "voc", "read_class_names": "voc",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "BACKGROUND", "IGNORE_INDEX", "Box", "COCODataset", "DataError", "Point", "Sample",

@@ -1,6 +1,6 @@
 """Typed records for one annotated image.
 
-Label values everywhere (DESIGN.md §2): 0 background, 1..K classes, 255 unknown / ignored.
+Label values everywhere (docs/method.md §2): 0 background, 1..K classes, 255 unknown / ignored.
 Boxes use 0-based pixel coordinates, half-open: a box covers columns ``x0 <= x < x1`` and rows
 ``y0 <= y < y1`` (Pascal VOC's 1-based inclusive ``xmin..xmax`` becomes ``xmin-1 .. xmax``).
 """

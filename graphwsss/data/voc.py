@@ -1,4 +1,4 @@
-"""Reader for data sets in the Pascal VOC layout (``../shared/README.md``).
+"""Reader for data sets in the Pascal VOC layout (README, "Data").
 
 ::
 

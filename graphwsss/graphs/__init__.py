@@ -1,4 +1,4 @@
-"""Pixel-graph builders: image (+ stride-8 node features) in, PyG ``Data`` out (DESIGN.md §5).
+"""Pixel-graph builders: image (+ stride-8 node features) in, PyG ``Data`` out (docs/method.md §5).
 
 Registered builders (``build_graph_builder(name, **options)``):
 

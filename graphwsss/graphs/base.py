@@ -1,7 +1,7 @@
 """The graph-builder interface, its registry and the node-side helpers shared by builders.
 
 Every builder turns one image (and its stride-8 node features) into a PyG ``Data`` with the same
-fields (DESIGN.md §1, §5), so builders can be swapped and benchmarked:
+fields (docs/method.md §1, §5), so builders can be swapped and benchmarked:
 
 ===============  ================  ====================================================
 field            shape             meaning
@@ -42,7 +42,7 @@ BuilderType = TypeVar("BuilderType", bound=type["GraphBuilder"])
 
 
 class GraphBuilder(ABC):
-    """Build the pixel graph of one image (DESIGN.md §5).
+    """Build the pixel graph of one image (docs/method.md §5).
 
     Subclasses set ``name`` (done by :func:`register_builder`) and implement :meth:`build`.
     Builders hold options only, no state, so one instance can build any number of graphs.
@@ -131,7 +131,7 @@ def check_build_inputs(image: Tensor, features: Tensor, seed_labels: Tensor | No
 def normalize_node_features(x: Tensor, eps: float = 1e-12) -> Tensor:
     r"""L1-normalise each node's feature vector, :math:`x_i / \lVert x_i \rVert_1` (3.15).
 
-    For the post-ReLU (non-negative) features of DESIGN.md §5 this is ``x_i / sum(x_i)``; an
+    For the post-ReLU (non-negative) features of docs/method.md §5 this is ``x_i / sum(x_i)``; an
     all-zero row stays zero (the denominator is clamped to ``eps``).
 
     Args:

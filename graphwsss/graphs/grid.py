@@ -1,4 +1,4 @@
-r"""Helpers for radius graphs on a regular ``h x w`` node grid (DESIGN.md §5).
+r"""Helpers for radius graphs on a regular ``h x w`` node grid (docs/method.md §5).
 
 A node is a stride-8 pixel; node ``n = row * w + col``. A radius graph joins node ``i = (y, x)``
 to every node ``j = (y + dy, x + dx)`` with ``(dy, dx)`` in a fixed list of *offsets* (the window,
@@ -32,7 +32,7 @@ def radius_offsets(radius: int, shape: WindowShape = "disc",
     r"""The window of a radius graph as ``(dy, dx)`` offsets, ``(0, 0)`` first.
 
     ``disc``: :math:`dy^2 + dx^2 \le r^2` (the paper); ``square``: :math:`|dy|, |dx| \le r` (the
-    reference code), DESIGN.md §4. The order is fixed: ``(0, 0)`` (the self loop), then the
+    reference code), docs/method.md §4. The order is fixed: ``(0, 0)`` (the self loop), then the
     other offsets in raster order (``dy`` ascending, then ``dx`` ascending).
 
     Args:

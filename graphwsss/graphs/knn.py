@@ -1,4 +1,4 @@
-r"""k-nearest-neighbour graph in feature space (DESIGN.md §5).
+r"""k-nearest-neighbour graph in feature space (docs/method.md §5).
 
 Nodes are the stride-8 grid cells, as in the radius graphs, but each node ``i`` is joined to the
 ``k`` nodes nearest to it in feature space, wherever they lie in the image:

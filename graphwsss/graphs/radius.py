@@ -1,4 +1,4 @@
-r"""Radius graph weighted by embedding affinity (DESIGN.md §4 (3.8), §5 (3.14)).
+r"""Radius graph weighted by embedding affinity (docs/method.md §4 (3.8), §5 (3.14)).
 
 Nodes ``i, j`` within radius ``r`` on the stride-8 grid are joined with weight
 
@@ -126,11 +126,11 @@ class RadiusGraphBuilder(GraphBuilder):
     :math:`D(i, j) > \tau` (3.14), self loops of weight 1.
 
     Args:
-        radius: window radius ``r`` in grid units (DESIGN.md §4: 4 for box/scribble, 3 for
+        radius: window radius ``r`` in grid units (docs/method.md §4: 4 for box/scribble, 3 for
             point/image-level).
         threshold: ``tau``; pairs with ``D(i, j) <= tau`` get no edge.
         shape: ``"disc"`` (paper) or ``"square"`` (reference code; ``r = 4`` on a VOC image then
-            gives the ~220k edges quoted in DESIGN.md §5).
+            gives the ~220k edges of docs/method.md §5).
 
         colour: ``(sigma_xy, sigma_rgb)`` to multiply :math:`D(i, j)` by the RGB-XY kernel
             :math:`G(i, j)` of :mod:`graphwsss.graphs.rgbxy` (two affinity sources combined:

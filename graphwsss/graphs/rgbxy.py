@@ -1,4 +1,4 @@
-r"""RGB-XY Gaussian kernel and the radius graph weighted by it (DESIGN.md §4 (3.12), §5).
+r"""RGB-XY Gaussian kernel and the radius graph weighted by it (docs/method.md §4 (3.12), §5).
 
 .. math::
     G(i, j) = \exp\!\Big(-\frac{\lVert p_i - p_j \rVert^2}{2 \sigma_{xy}^2}

@@ -1,4 +1,4 @@
-r"""Superpixel region-adjacency graph, GraphNet style (DESIGN.md §5).
+r"""Superpixel region-adjacency graph, GraphNet style (docs/method.md §5).
 
 Nodes are superpixels of the image, edges join adjacent superpixels:
 

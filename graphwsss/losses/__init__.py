@@ -1,4 +1,4 @@
-"""Losses of the A²GNN (DESIGN.md §6, eqs. 3.20–3.28), one image at a time.
+"""Losses of the A²GNN (docs/method.md §6, eqs. 3.20–3.28), one image at a time.
 
 :math:`L = L_{ce} + L_{mp} + \\lambda_1 L_{reg}` (eq. 3.20): every function takes one image's
 prediction grid of ``h x w`` nodes (node ``n = row * w + col``); a training loop sums them over

@@ -1,4 +1,4 @@
-r"""Losses of the affinity CNN (DESIGN.md §4, eqs. 3.9–3.13).
+r"""Losses of the affinity CNN (docs/method.md §4, eqs. 3.9–3.13).
 
 Pairs are the pixels ``i`` and their neighbours ``j`` within radius ``r`` on the stride-8 grid
 (window offsets ``o``, :func:`graphwsss.graphs.radius_offsets`, self pair excluded).

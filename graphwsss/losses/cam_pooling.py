@@ -1,4 +1,4 @@
-r"""Pixel-to-image aggregations of the CAM seed network and their losses (DESIGN.md §3).
+r"""Pixel-to-image aggregations of the CAM seed network and their losses (docs/method.md §3).
 
 A CAM network gives logits :math:`s \in \mathbb{R}^{C \times h \times w}` per image; these
 functions turn them into image-level predictions trained against the image's tags
@@ -59,7 +59,7 @@ Pooling = Literal["gap", "gmp", "is", "is_binomial", "bap"]
 POOLINGS: tuple[str, ...] = ("gap", "gmp", "is", "is_binomial", "bap")
 # Poolings whose network has K + 1 logits with a softmax over classes (background at 0).
 SOFTMAX_POOLINGS: frozenset[str] = frozenset({"gmp", "is", "bap"})
-# λ and the number of samples of each importance-sampling variant (DESIGN.md §3: icam / hfpl code).
+# λ and the number of samples of each importance-sampling variant (method §3: icam / hfpl code).
 IS_DEFAULTS: dict[str, tuple[float, int]] = {"is": (0.8, 100), "is_binomial": (0.2, 10)}
 BINOMIAL_FLOOR = 1e-5
 BAP_SCALE = 20.0
@@ -222,7 +222,7 @@ def _sample(scores: Tensor, weights: Tensor, num_samples: int,
 
 def background_aware_pooling(features: Tensor, box_masks: Tensor, background: Tensor,
                              grid_size: int = BAP_GRID, eps: float = 1e-6) -> BAPPooled:
-    r"""Background-aware pooling (BAP, Oh et al. 2021; DESIGN.md §3).
+    r"""Background-aware pooling (BAP, Oh et al. 2021; docs/method.md §3).
 
     The logit grid is split into ``N x N`` cells :math:`G_j` (adaptive pooling bins). With the
     background weights :math:`b_i` (share of cell ``i`` outside all boxes), the background

@@ -1,4 +1,4 @@
-r"""Consistency checking of box seeds (DESIGN.md §6, eqs. 3.27–3.28).
+r"""Consistency checking of box seeds (docs/method.md §6, eqs. 3.27–3.28).
 
 For a box :math:`B` of class :math:`c` with selected nodes :math:`\mathcal{K}_B`
 (:func:`~graphwsss.losses.multi_point.select_multi_points`), the prototype is the mean last

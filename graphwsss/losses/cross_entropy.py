@@ -1,4 +1,4 @@
-r"""Seed cross-entropy :math:`L_{ce}` of the A²GNN loss (DESIGN.md §6, eq. 3.20–3.21).
+r"""Seed cross-entropy :math:`L_{ce}` of the A²GNN loss (docs/method.md §6, eq. 3.20–3.21).
 
 With :math:`O = \mathrm{softmax}(Z)` the class probabilities of the logits :math:`Z`, :math:`S_0`
 the background seeds (label 0) and :math:`S_+` the foreground seeds (labels ``1..K-1``), the

@@ -1,4 +1,4 @@
-r"""Feature similarity loss (FSL) of the CAM seed network (DESIGN.md §3, eqs. 9–12).
+r"""Feature similarity loss (FSL) of the CAM seed network (docs/method.md §3, eqs. 9–12).
 
 For class activations :math:`a_i \in \mathbb{R}^{C}` and colours :math:`x_i \in [0, 1]^3` at the
 cells :math:`p_i` of an ``h x w`` CAM grid (:math:`N = hw`),
@@ -20,7 +20,7 @@ of differently coloured neighbours apart: CAM contours follow image edges.
 
 Normalisation :math:`Z` (per image; the loss is the mean over the batch):
 
-* ``"pairs"`` (default, the paper's eq. 9 as DESIGN.md §3 states it): :math:`Z = N^2`;
+* ``"pairs"`` (default, the paper's eq. 9 as docs/method.md §3 states it): :math:`Z = N^2`;
 * ``"pixels"``: :math:`Z = N`, what the published code computes whenever :math:`\sigma` is set
   (``-(1/(n*h*w)) * w * g * f`` summed). As :math:`\sum_j w_{ij} \approx 1`, this is the
   per-pixel mean of a weighted neighbourhood average, :math:`N` times the ``"pairs"`` value
@@ -65,7 +65,7 @@ __all__ = [
 Normalization = Literal["pairs", "pixels"]
 FSLVariant = Literal["multinomial", "binomial"]
 
-# Loss weight of each variant in the published training scripts (DESIGN.md §3).
+# Loss weight of each variant in the published training scripts (docs/method.md §3).
 FSL_VARIANT_WEIGHTS: dict[str, float] = {"multinomial": 0.5, "binomial": 1.0}
 
 
@@ -75,7 +75,7 @@ FSL_VARIANT_WEIGHTS: dict[str, float] = {"multinomial": 0.5, "binomial": 1.0}
 
 def fsl_activations(scores: Tensor, labels: Tensor | None = None,
                     variant: FSLVariant = "multinomial", eps: float = 1e-5) -> Tensor:
-    r"""The activations :math:`a` that the FSL compares, for each CAM variant (DESIGN.md §3).
+    r"""The activations :math:`a` that the FSL compares, for each CAM variant (docs/method.md §3).
 
     * ``"multinomial"`` (importance sampling with a softmax over classes):
       :math:`a = \operatorname{softmax}(s)` over the ``K + 1`` classes, background included, as

@@ -1,4 +1,4 @@
-r"""Multi-point loss :math:`L_{mp}` for box supervision (DESIGN.md §6, eqs. 3.23–3.26).
+r"""Multi-point loss :math:`L_{mp}` for box supervision (docs/method.md §6, eqs. 3.23–3.26).
 
 For a box :math:`B` of class :math:`c` on the prediction grid, each row and each column of the
 box contributes the node of the box with the highest probability :math:`O^c` in that row or

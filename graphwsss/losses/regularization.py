@@ -1,7 +1,7 @@
-r"""Gated-CRF / Potts regularisation :math:`L_{reg}` of the A²GNN loss (DESIGN.md §6, eq. 3.22).
+r"""Gated-CRF / Potts regularisation :math:`L_{reg}` of the A²GNN loss (method §6, eq. 3.22).
 
 Over the ordered node pairs :math:`(i, j)`, :math:`i \neq j`, within radius :math:`r` on the
-prediction grid (a disc by default), with the RGB-XY Gaussian kernel of DESIGN.md §4
+prediction grid (a disc by default), with the RGB-XY Gaussian kernel of docs/method.md §4
 
 .. math::
     K_{ij} = \exp\Bigl(-\frac{\lVert p_i - p_j \rVert^2}{2\sigma_{xy}^2}

@@ -1,4 +1,4 @@
-"""Evaluation metrics of DESIGN.md §8, accumulated over a dataset and mergeable across processes.
+"""Evaluation metrics of method §8, accumulated over a dataset and mergeable across processes.
 
 - :class:`ConfusionMatrix`: per-class IoU, mIoU and pixel accuracy.
 - :class:`ContourFScore`: DAVIS boundary precision / recall / F per class.

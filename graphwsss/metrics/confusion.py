@@ -1,4 +1,4 @@
-r"""Dataset-level confusion matrix, per-class IoU and mIoU (DESIGN.md §8).
+r"""Dataset-level confusion matrix, per-class IoU and mIoU (docs/method.md §8).
 
 For ``K`` classes, ``M[g, p]`` counts the labelled pixels whose ground truth is ``g`` and whose
 prediction is ``p``, summed over the whole dataset. With ``TP_c = M[c, c]``:
@@ -87,7 +87,7 @@ def percent_or_none(value: float) -> float | None:
 
 
 class ConfusionMatrix:
-    """Accumulates a ``[K, K]`` confusion matrix over a dataset; IoU and mIoU (DESIGN.md §8).
+    """Accumulates a ``[K, K]`` confusion matrix over a dataset; IoU and mIoU (docs/method.md §8).
 
     Rows are ground truth, columns are prediction. See the module docstring for the formulas
     and for how ``ignore_index`` is treated in the ground truth and in the prediction.

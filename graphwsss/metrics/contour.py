@@ -1,4 +1,4 @@
-r"""Contour F-score, the DAVIS boundary measure, accumulated over a dataset (DESIGN.md §8).
+r"""Contour F-score, the DAVIS boundary measure, accumulated over a dataset (docs/method.md §8).
 
 For each class ``c`` and image, the binary masks ``pred == c`` and ``gt == c`` are turned into
 boundary maps ``B_pred`` and ``B_gt`` (:func:`boundary_map`). With ``D(B)`` the dilation of ``B``
@@ -35,7 +35,7 @@ from graphwsss.metrics.confusion import (check_class_names, check_label_pair, ch
 
 
 def boundary_map(mask: np.ndarray) -> np.ndarray:
-    """Boundary pixels of a binary mask (DESIGN.md §8).
+    """Boundary pixels of a binary mask (docs/method.md §8).
 
     A pixel is boundary if its value differs from its right, bottom or bottom-right neighbour;
     pixels on the last row or column compare only with the neighbours that exist. Both sides of
@@ -59,7 +59,7 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
 
 
 def tolerance_radius(height: int, width: int, tolerance: float = 0.008) -> int:
-    """Matching radius in pixels, ``ceil(tolerance * sqrt(H^2 + W^2))`` (DESIGN.md §8)."""
+    """Matching radius in pixels, ``ceil(tolerance * sqrt(H^2 + W^2))`` (docs/method.md §8)."""
     return int(math.ceil(tolerance * math.hypot(height, width)))
 
 
@@ -78,7 +78,7 @@ def dilate(boundary: np.ndarray, radius: int) -> np.ndarray:
 
 
 class ContourFScore:
-    """Per-class boundary precision, recall and F over a dataset (DESIGN.md §8).
+    """Per-class boundary precision, recall and F over a dataset (docs/method.md §8).
 
     See the module docstring for the formulas and the handling of void.
 

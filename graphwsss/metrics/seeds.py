@@ -1,4 +1,4 @@
-r"""Seed quality: precision and coverage of a sparse seed map against ground truth (DESIGN.md §8).
+r"""Seed quality: precision and coverage of a sparse seed map against ground truth (method §8).
 
 A seed map labels some pixels with a class id and leaves the rest ``ignore_index`` (255). Over a
 dataset, with ``V`` the pixels whose ground truth is not void, ``L`` the labelled seeds among them
@@ -20,7 +20,7 @@ from graphwsss.metrics.confusion import check_label_pair, percent_or_none
 
 
 class SeedQuality:
-    """Accumulates seed precision and coverage over a dataset (DESIGN.md §8).
+    """Accumulates seed precision and coverage over a dataset (docs/method.md §8).
 
     Args:
         ignore_index: the label of unlabelled seed pixels and of void ground truth (default 255).

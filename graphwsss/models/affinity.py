@@ -1,4 +1,4 @@
-r"""The affinity CNN of DESIGN.md §4 (eqs. 3.6–3.8): a backbone and the embedding head ``F_A``.
+r"""The affinity CNN of docs/method.md §4 (eqs. 3.6–3.8): a backbone and the embedding head ``F_A``.
 
 The backbone's last three levels (all at the output stride, 8 by default) are reduced by
 1×1 convolutions to 64, 128 and 256 channels, concatenated and mixed by a 1×1 convolution into

@@ -9,7 +9,7 @@ With ``output_stride`` < 32 the later stages do not downsample: their first conv
 stride 1 and every later spatial convolution is dilated by the stride that was removed
 (DeepLab's "atrous" trick, laid out as in torchvision's ``replace_stride_with_dilation``), so
 the last levels all share the stride ``output_stride`` and keep the receptive field of the
-pretrained network. DESIGN.md §4 takes the last three levels at stride 8.
+pretrained network. docs/method.md §4 takes the last three levels at stride 8.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-r"""The CAM seed network of DESIGN.md §3: a backbone and a 1×1 classifier without bias.
+r"""The CAM seed network of docs/method.md §3: a backbone and a 1×1 classifier without bias.
 
 The last backbone level (stride 8 at ``output_stride=8``; at 16 or 32 it is upsampled
 bilinearly to the stride-8 grid) gives the features :math:`f \in \mathbb{R}^{D \times h \times w}`

@@ -1,4 +1,4 @@
-"""Propagation networks over pixel graphs (DESIGN.md §6): the A²GNN, its layer and baselines.
+"""Propagation networks over pixel graphs (docs/method.md §6): the A²GNN, its layer and baselines.
 
 * :mod:`~graphwsss.nn.affinity_attention`: the affinity attention layer (3.17–3.18), as a PyG
   ``MessagePassing`` layer for any graph and as a shifted-window function for grid radius graphs;

@@ -1,4 +1,4 @@
-r"""The A²GNN propagation network, batched over images (DESIGN.md §6, eqs. 3.16–3.19).
+r"""The A²GNN propagation network, batched over images (docs/method.md §6, eqs. 3.16–3.19).
 
 For one image with node features :math:`X` ``[N, F]``:
 

@@ -1,4 +1,4 @@
-r"""The affinity attention layer of the A²GNN (DESIGN.md §6, eqs. 3.17–3.18).
+r"""The affinity attention layer of the A²GNN (docs/method.md §6, eqs. 3.17–3.18).
 
 One layer propagates node features with a row-stochastic matrix built from the features
 themselves and the graph's edge weights, and has a single learnable scalar :math:`w^l`:
@@ -24,7 +24,7 @@ Two implementations share :func:`attention_logits` and give the same values and 
   (``torch.sparse.sampled_addmm``) and the aggregation a sparse-dense product
   (``torch.sparse.mm``), so no ``[E, C]`` tensor is ever built; the softmax runs on ``[E]``
   scalars.
-* :func:`grid_affinity_attention` (radius graphs on a node grid, DESIGN.md §5, in the grid form
+* :func:`grid_affinity_attention` (radius graphs on a node grid, docs/method.md §5, in the grid form
   of :mod:`graphwsss.graphs.grid`), what the A²GNN runs: the grid is cut into ``T x T`` tiles
   and each tile attends to the block of nodes around it (:class:`TiledWindow`), so cosines and
   aggregation are batched dense matrix products over tiles, masked to the window. A custom
@@ -298,7 +298,7 @@ def edge_aggregate(p: Tensor, x: Tensor, adjacency: CsrAdjacency) -> Tensor:
 class AffinityAttentionConv(MessagePassing):
     r"""The affinity attention layer of the A²GNN, from `"Affinity Attention Graph Neural
     Network for Weakly Supervised Semantic Segmentation" <https://arxiv.org/abs/2106.04054>`_
-    (TPAMI 2021), eqs. (3.17)–(3.18) of DESIGN.md §6:
+    (TPAMI 2021), eqs. (3.17)–(3.18) of docs/method.md §6:
 
     .. math::
         \mathbf{X}^{\prime} = \mathbf{P} \mathbf{X}, \qquad

@@ -1,4 +1,4 @@
-r"""Many images' transductive propagators trained as one batched problem (DESIGN.md §6).
+r"""Many images' transductive propagators trained as one batched problem (docs/method.md §6).
 
 The A²GNN and its baselines are transductive: one fresh model per image. A batched propagator
 holds ``B`` such models at once: every parameter has a leading image dimension (e.g. the
@@ -10,7 +10,7 @@ drawn at the image's own size, so a batch and each image alone give the same res
 
 Two input layouts, shared by every propagator (:func:`check_propagator_inputs`):
 
-* **grid** (radius graphs on the node grid, DESIGN.md §5): features ``[B, F, Hmax, Wmax]``,
+* **grid** (radius graphs on the node grid, docs/method.md §5): features ``[B, F, Hmax, Wmax]``,
   edge weights ``grid_weight`` ``[B, O, Hmax, Wmax]`` (zero-padded), ``offsets`` ``[O, 2]``;
   image ``b`` occupies the top-left ``h_b x w_b`` corner; node ``n = row * Wmax + col``;
 * **edges** (any graph): features ``[B, Nmax, F]`` (image ``b``'s ``n_b`` nodes first, then

@@ -11,7 +11,7 @@ so every node's new score is the weighted average of its neighbours' scores (row
 sum to 1, applied as ``T @ scores``): class probabilities stay probabilities. Defaults
 :math:`\beta = 8`, :math:`t = 2^8` as PSA (Ahn & Kwak, CVPR 2018). PSA normalises the columns of
 the affinity, :math:`D^{-1} A` with column sums, and multiplies ``CAM @ T``; for a symmetric
-affinity (the radius graphs of DESIGN.md §5) that is the same operator.
+affinity (the radius graphs of docs/method.md §5) that is the same operator.
 
 :math:`T` is never dense. Two ways to apply :math:`T^t`:
 

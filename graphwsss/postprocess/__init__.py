@@ -1,4 +1,4 @@
-"""Post-processing (DESIGN.md §7): upsampling, DenseCRF, box constraint, instance masks."""
+"""Post-processing (docs/method.md §7): upsampling, DenseCRF, box constraint, instance masks."""
 
 from graphwsss.postprocess.crf import clear_outside_boxes, dense_crf
 from graphwsss.postprocess.instances import (instances_from_boxes, instances_to_coco,

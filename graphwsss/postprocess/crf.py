@@ -1,4 +1,4 @@
-r"""DenseCRF refinement and the box constraint (DESIGN.md §7).
+r"""DenseCRF refinement and the box constraint (docs/method.md §7).
 
 :func:`dense_crf` is the fully connected CRF of Krähenbühl and Koltun (``pydensecrf``) with the
 unary :math:`\psi_u(x_p = k) = -\log \max(P_k(p), \epsilon)` and the pairwise kernels
@@ -41,7 +41,7 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, iterations: int = 10,
               gaussian_sxy: float = 4.0, gaussian_compat: float = 3.0,
               bilateral_sxy: float = 83.0, bilateral_srgb: float = 5.0,
               bilateral_compat: float = 3.0, floor: float = PROBABILITY_FLOOR) -> np.ndarray:
-    r"""DenseCRF mean-field inference from class probabilities (DESIGN.md §7 defaults).
+    r"""DenseCRF mean-field inference from class probabilities (docs/method.md §7 defaults).
 
     Args:
         image: ``[H, W, 3]`` uint8 RGB (the bilateral kernel's colours).
@@ -84,7 +84,7 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, iterations: int = 10,
 
 def clear_outside_boxes(values: np.ndarray | torch.Tensor,
                         boxes: Sequence[Box]) -> np.ndarray | torch.Tensor:
-    r"""Every foreground class cleared outside its own boxes (box runs, DESIGN.md §7).
+    r"""Every foreground class cleared outside its own boxes (box runs, docs/method.md §7).
 
     * Probabilities ``[K, H, W]``: :math:`P_c(p) \leftarrow 0` for every class ``c >= 1`` and
       pixel ``p`` outside all boxes of class ``c`` (a class without a box is cleared

@@ -1,4 +1,4 @@
-r"""Instance masks from boxes (DESIGN.md §7).
+r"""Instance masks from boxes (docs/method.md §7).
 
 Given the pseudo label :math:`Y` and boxes :math:`B_1..B_M` with classes :math:`c_m`, pixel
 :math:`p` belongs to instance :math:`m` when :math:`p \in B_m` and :math:`Y(p) = c_m`; a pixel

@@ -1,4 +1,4 @@
-r"""Node probabilities to image size (DESIGN.md §7).
+r"""Node probabilities to image size (docs/method.md §7).
 
 The prediction grid has one node per ``stride × stride`` cell of the image padded at the bottom
 and right to a multiple of the stride: an ``H × W`` image gives an ``h × w`` grid with

@@ -1,4 +1,4 @@
-"""Pixel-level seed labels from weak labels (DESIGN.md §2)."""
+"""Pixel-level seed labels from weak labels (docs/method.md §2)."""
 
 from graphwsss.seeds.box import fill_boxes, paint_order
 from graphwsss.seeds.grid import grid_seeds

@@ -1,4 +1,4 @@
-r"""Background seeds that do not need a strong CAM (DESIGN.md §2).
+r"""Background seeds that do not need a strong CAM (docs/method.md §2).
 
 Scribble, point and image runs take their background from the CAM's confident background
 (:math:`\max_k A_k < t_{bg}` in :math:`M'_I`). A weak CAM explains every pixel a little, that set

@@ -1,4 +1,4 @@
-"""Box seeds (DESIGN.md §2, equations 3.2–3.5)."""
+"""Box seeds (docs/method.md §2, equations 3.2–3.5)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def paint_order(boxes: list[Box]) -> list[int]:
     """Indices of ``boxes`` from the largest to the smallest area.
 
     Painting in this order lets the smaller box win the pixels where boxes overlap
-    (DESIGN.md §2); ties keep the annotation order.
+    (docs/method.md §2); ties keep the annotation order.
     """
     return sorted(range(len(boxes)), key=lambda index: -boxes[index].area)
 

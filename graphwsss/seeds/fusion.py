@@ -1,4 +1,4 @@
-r"""Fusing box seeds with CAM seeds (DESIGN.md §2, equations 3.4–3.5).
+r"""Fusing box seeds with CAM seeds (docs/method.md §2, equations 3.4–3.5).
 
 With :math:`M_B` the GrabCut box seeds (3.2–3.3), :math:`M_I` the CAM seeds and
 :math:`M_{B_k}` the box seeds restricted to box :math:`B_k` of class :math:`c_k`, the fused map

@@ -1,4 +1,4 @@
-r"""Box seeds from GrabCut (DESIGN.md §2, equations 3.2–3.3).
+r"""Box seeds from GrabCut (docs/method.md §2, equations 3.2–3.3).
 
 For each box :math:`B_k` of class :math:`c_k`, GrabCut (OpenCV) is initialised with the box and
 splits it into foreground :math:`G_k \subseteq B_k` and the rest. The box seed map is
@@ -44,7 +44,7 @@ GrabCut's k-means initialisation draws from OpenCV's global RNG, which is reseed
 every box so that seeds are reproducible whatever ran before.
 
 Measured with ``iterations=5``, unknown pixels filled as background ("GrabCut in boxes with
-background outside", DESIGN.md §8), on the shared 2-core CPU: the GrabCut set 88.5 mIoU
+background outside", docs/method.md §8), on the shared 2-core CPU: the GrabCut set 88.5 mIoU
 (0.84 s per 481×321 image), MSRC objects 80.1 mIoU (0.24 s per 320×213 image); the reference
 points are 88.3 and 80.4. Other RNG seeds give 88.5–89.1 and 80.1–80.4. With 3 iterations:
 88.2 and 80.3–80.4; with 1 iteration about 85 and 80 at 0.09 s per MSRC image.

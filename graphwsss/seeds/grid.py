@@ -7,7 +7,7 @@ import numpy as np
 
 def grid_seeds(seeds: np.ndarray, grid_size: tuple[int, int], stride: int) -> np.ndarray:
     """Pixel seeds ``[H, W]`` to node seeds ``[h, w]``: the seed at each cell's centre (nearest,
-    DESIGN.md §4), the centre clamped into the image for cells of the padded border."""
+    docs/method.md §4), the centre clamped into the image for cells of the padded border."""
     if seeds.ndim != 2:
         raise ValueError(f"seeds must be [H, W], got shape {seeds.shape}")
     height, width = seeds.shape

@@ -1,4 +1,4 @@
-"""Seeds from scribbles and points (DESIGN.md §2): superpixel expansion and merging with CAM seeds.
+"""Seeds from scribbles and points (method §2): superpixel expansion and merging with CAM seeds.
 
 * **Expansion.** A scribble (or a clicked point) labels a few pixels; each superpixel
   (SLIC or Felzenszwalb, :func:`graphwsss.graphs.superpixel.superpixel_labels`) that the labels

@@ -1,4 +1,4 @@
-"""Affinity CNN stage (DESIGN.md §4): train on a run's own seeds, then embed images for the
+"""Affinity CNN stage (docs/method.md §4): train on a run's own seeds, then embed images for the
 ``affinity`` graph builder (§5).
 
 Files under ``<run>/affinity/`` (see :mod:`graphwsss.training.loop`): ``checkpoint.pt`` after each
@@ -64,7 +64,7 @@ def load_affinity_network(path: str | Path, device: torch.device | str,
 
 
 class AffinityTrainingSet(AugmentedImageSet):
-    """Images with their seed maps, augmented (DESIGN.md §4: random scale, crop, flip, jitter).
+    """Images with their seed maps, augmented (docs/method.md §4: random scale, crop, flip, jitter).
 
     Items are dicts: ``image`` ``[3, S, S]`` float normalised for the backbone, ``seeds``
     ``[h, w]`` long on the output grid (255 unknown and on padding), ``image_grid`` ``[3, h, w]``

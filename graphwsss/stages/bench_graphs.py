@@ -1,4 +1,4 @@
-"""``graphwsss bench-graphs``: the graph builders of DESIGN.md §5 side by side.
+"""``graphwsss bench-graphs``: the graph builders of docs/method.md §5 side by side.
 
 For each builder (``backbone``, ``rgbxy``, ``superpixel``, ``knn``, ``affinity``):
 

@@ -1,4 +1,4 @@
-r"""CAM seed network stage (DESIGN.md §3): train on image-level tags (or boxes for BAP), infer
+r"""CAM seed network stage (docs/method.md §3): train on image-level tags (or boxes for BAP), infer
 multi-scale CAMs, and turn CAMs into seed maps (§2).
 
 Files:
@@ -50,7 +50,7 @@ from graphwsss.utils.runtime import get_logger
 log = get_logger(__name__)
 
 CAMS_FOLDER = "cams"
-# M'_I: confident background where every foreground CAM is below this (DESIGN.md §2).
+# M'_I: confident background where every foreground CAM is below this (docs/method.md §2).
 CONFIDENT_BACKGROUND_THRESHOLD = 0.05
 NORMALIZE_EPS = 1e-5
 
@@ -153,8 +153,10 @@ class CAMTrainingSet(AugmentedImageSet):
         self.boxes = boxes
         self.max_boxes = 1
         if boxes:
-            counts = [len(parse_voc_xml(dataset.root / "Annotations" / f"{image_id}.xml",
-                                        dataset.class_ids)[0]) for image_id in self.image_ids]
+            counts = [dataset.box_count(image_id) if hasattr(dataset, "box_count")   # COCO
+                      else len(parse_voc_xml(dataset.root / "Annotations" / f"{image_id}.xml",
+                                             dataset.class_ids)[0])
+                      for image_id in self.image_ids]
             self.max_boxes = max([1, *counts])
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
@@ -364,7 +366,7 @@ def infer_cams(network: CAMNet, dataset: VOCDataset, image_ids: list[str], out_d
 
 
 # --------------------------------------------------------------------------------------------
-# CAM -> seeds (DESIGN.md §2)
+# CAM -> seeds (docs/method.md §2)
 # --------------------------------------------------------------------------------------------
 
 def _check_cams(cams: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Evaluation stage: pseudo labels in a folder against a data set's ground truth (DESIGN.md §8)."""
+"""Evaluation stage: pseudo labels in a folder against a data set's ground truth (method §8)."""
 
 from __future__ import annotations
 
@@ -47,11 +47,15 @@ class SegmentationEvaluator:
 
 def evaluate_folder(data_root: str | os.PathLike, prediction_dir: str | os.PathLike,
                     split: str = "train", ids: list[str] | None = None,
-                    show_progress: bool = True) -> dict:
+                    show_progress: bool = True, partial: bool = False,
+                    limit: int | None = None) -> dict:
     """Score every ``<prediction_dir>/<id>.png`` against ``<data_root>/SegmentationClass``.
 
-    Every image of the split (or of ``ids``) needs a prediction of the same size; a missing or mis-sized
-    prediction is a :class:`DataError` naming the file.
+    Every image of the split (or of ``ids``; the first ``limit`` of them when given, 0: all)
+    needs a prediction of the same size; a missing or mis-sized prediction is a
+    :class:`DataError` naming the file. With ``partial``, images without a prediction are
+    skipped instead (counted as ``images_without_prediction``), so that a run made with
+    ``limit=N`` can be scored; a folder with none of the images is still an error.
     """
     dataset = VOCDataset(data_root, split=split, ids=ids)
     if not dataset.has_ground_truth:
@@ -59,18 +63,31 @@ def evaluate_folder(data_root: str | os.PathLike, prediction_dir: str | os.PathL
     prediction_dir = Path(prediction_dir)
     if not prediction_dir.is_dir():
         raise DataError(prediction_dir, "prediction folder does not exist")
+    image_ids = list(dataset.ids[:limit] if limit else dataset.ids)
+    skipped = 0
+    if partial:
+        present = [image_id for image_id in image_ids
+                   if (prediction_dir / f"{image_id}.png").is_file()]
+        skipped = len(image_ids) - len(present)
+        if not present:
+            raise DataError(prediction_dir, f"holds no <id>.png of the {len(image_ids)} images "
+                                            f"of split {split!r} to score")
+        image_ids = present
     evaluator = SegmentationEvaluator(dataset.class_names)
-    for image_id in tqdm(dataset.ids, desc="evaluate", disable=not show_progress):
+    for image_id in tqdm(image_ids, desc="evaluate", disable=not show_progress):
         gt_path = dataset.ground_truth_path(image_id)
         ground_truth = dataset.ground_truth(image_id)
         pred_path = prediction_dir / f"{image_id}.png"
+        if not pred_path.is_file():
+            raise DataError(pred_path, "prediction is missing (graphwsss evaluate --partial "
+                                       "scores only the images that have one)")
         prediction = read_label_png(pred_path)
         if prediction.shape != ground_truth.shape:
             raise DataError(pred_path, f"size {prediction.shape[1]}x{prediction.shape[0]} differs "
                                        f"from the ground truth's {ground_truth.shape[1]}x"
                                        f"{ground_truth.shape[0]} ({gt_path})")
         evaluator.update(prediction, ground_truth)
-    return evaluator.summary()
+    return {**evaluator.summary(), "images_without_prediction": skipped}
 
 
 def format_table(metrics: dict) -> str:

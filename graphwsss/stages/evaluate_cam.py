@@ -1,4 +1,4 @@
-r"""CAM evaluation (DESIGN.md §3, §8): the CAMs a run wrote, scored against the ground truth.
+r"""CAM evaluation (docs/method.md §3, §8): the CAMs a run wrote, scored against the ground truth.
 
 For CAMs :math:`A \in [0, 1]^{K \times H \times W}` (``<run>/cams/<id>.npy``) and a constant
 background score ``t``, the prediction is

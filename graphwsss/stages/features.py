@@ -1,4 +1,4 @@
-"""Node features from a backbone: the last three levels at the output stride (DESIGN.md §4–5)."""
+"""Node features from a backbone: the last three levels at the output stride (method §4–5)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from graphwsss.settings import BackboneSettings
 class FeatureExtractor:
     """Image ``[H, W, 3]`` uint8 to node features ``[C, ceil(H/s), ceil(W/s)]`` (s = stride).
 
-    The last three backbone levels are concatenated (DESIGN.md §4: "the concatenation of the
+    The last three backbone levels are concatenated (docs/method.md §4: "the concatenation of the
     backbone's last three stages at stride 8"); a coarser level is resized to the finest of the
     three. The values are post-ReLU (non-negative), as eq. 3.15's L1 normalisation expects.
     """

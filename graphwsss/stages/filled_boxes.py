@@ -1,4 +1,4 @@
-"""The filled-box baseline stage: every box filled with its class (DESIGN.md §8 reference)."""
+"""The filled-box baseline stage: every box filled with its class (docs/method.md §8 reference)."""
 
 from __future__ import annotations
 

@@ -25,11 +25,11 @@ from graphwsss.utils.runtime import get_logger
 
 log = get_logger(__name__)
 
-STAGES = ("cam", "seeds", "affinity", "propagation")
+STAGES = ("cam", "seeds", "affinity", "propagation", "refine")
 # What each stage writes (folders and files under the run folder), in stage order.
 STAGE_OUTPUTS = {"cam": ("cam", "cams"), "seeds": ("seeds", "affinity_seeds"),
-                 "affinity": ("affinity",),
-                 "propagation": ("probabilities", "pseudo_labels", "instances")}
+                 "affinity": ("affinity",), "propagation": ("probabilities",),
+                 "refine": ("pseudo_labels", "instances")}
 RUN_OUTPUTS = ("metrics.json", "report.html")   # made from every stage: always redone
 MANIFEST = "stages.json"
 
@@ -57,6 +57,11 @@ def _matches(key: str, prefixes: tuple[str, ...]) -> bool:
 
 
 def uses_cams(settings: RunSettings) -> bool:
+    """Whether the run trains the CAM network: for seeds from weak labels other than boxes (or
+    box runs with ``seeds.cam_fusion``); with seeds from files, only image-tag runs (their
+    propagation fuses the CAMs' random walk)."""
+    if settings.seeds.source == "files":
+        return settings.supervision == "image"
     return settings.supervision != "box" or settings.seeds.cam_fusion
 
 
@@ -81,9 +86,10 @@ def stage_keys(settings: RunSettings) -> dict[str, dict[str, Any]]:
     if settings.graph.builder == "affinity":
         keys["affinity"] = {**seeds, **pick("affinity", "backbone")}
     keys["propagation"] = {**keys.get("affinity", seeds),
-                           **pick("graph", "propagator", "crf", "backbone")}
+                           **pick("graph", "propagator", "backbone")}
     if settings.supervision == "image":
         keys["propagation"].update(pick("cam.background_power", "cam.random_walk_share"))
+    keys["refine"] = {**keys["propagation"], **pick("crf")}
     return keys
 
 
@@ -113,7 +119,17 @@ def _differences(recorded: dict[str, Any], current: dict[str, Any],
                  legacy: bool = False) -> list[str]:
     keys = set(current) if legacy else set(current) | set(recorded)
     return sorted(key for key in keys if recorded.get(key, _MISSING) != current.get(key, _MISSING)
-                  and not (legacy and key not in recorded))
+                  and not (legacy and key not in recorded)
+                  and not _added_at_default(key, recorded, current))
+
+
+def _added_at_default(key: str, recorded: dict[str, Any], current: dict[str, Any]) -> bool:
+    """A setting added to graphwsss after the outputs were made (absent from their record) and
+    now at its default (e.g. ``seeds.source=weak_labels``) changed nothing in them."""
+    if key in recorded or key not in current:
+        return False
+    defaults = flatten(yaml.safe_load(to_yaml(RunSettings())))
+    return key in defaults and defaults[key] == current[key]
 
 
 _MISSING = object()

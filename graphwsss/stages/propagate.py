@@ -1,4 +1,4 @@
-"""Batched transductive training of a propagator on many images' graphs (DESIGN.md §6).
+"""Batched transductive training of a propagator on many images' graphs (docs/method.md §6).
 
 Each image gets a fresh model; :func:`train_propagator` trains a chunk of images as one batched
 problem (parameters with a leading image dimension, per-image losses summed), which gives each

@@ -1,4 +1,4 @@
-"""``graphwsss run``: weak labels to pseudo labels, every stage in order (DESIGN.md §1).
+"""``graphwsss run``: weak labels to pseudo labels, every stage in order (docs/method.md §1).
 
 Stages, each resumable from the files it writes under ``<out>``:
 
@@ -11,11 +11,17 @@ Stages, each resumable from the files it writes under ``<out>``:
                                             confident seeds M'_I (and the CNN's, if they differ)
 2. affinity     ``affinity/model.pt``       the affinity CNN trained on the seeds (§4), for
                                             ``graph.builder=affinity``
-3. propagation  ``pseudo_labels/<id>.png``  features, graph (§5), A²GNN (§6; image tags: fused
-                                            1:3 with the random walk), CRF (§7)
+3. propagation  ``probabilities/<id>.npy``  features, graph (§5), A²GNN (§6; image tags: fused
+                                            1:3 with the random walk): float16 node
+                                            probabilities ``[K, h, w]``, h = ceil(H / stride)
+4. refine       ``pseudo_labels/<id>.png``  upsampling, classes restricted to the weak labels,
+                                            CRF (§7), at the original size (``max_side``)
                 ``instances/<id>.png|json`` box runs: instance masks from boxes
-4. evaluation   ``metrics.json``            when ground truth exists (§8)
-5. report       ``report.html``             metrics and the first images side by side
+5. evaluation   ``metrics.json``            when ground truth exists (§8)
+6. report       ``report.html``             metrics and the first images side by side
+
+Changing only refine settings (``crf.*``) and rerunning with ``--force`` recomputes the
+pseudo labels from the saved probabilities, in seconds.
 
 Under ``torchrun --nproc_per_node N`` every rank takes every N-th image; rank 0 gathers the
 metrics and writes the run-level files.
@@ -34,10 +40,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from graphwsss.config import to_yaml, validate_settings
+from graphwsss.config import ConfigError, to_yaml, validate_settings
 from graphwsss.data.palette import read_label_png, write_label_png
 from graphwsss.data.records import IGNORE_INDEX, Sample
 from graphwsss.data.resize import ResizedDataset, upscale_label
+from graphwsss.data.coco import COCODataset, find_coco_files, is_coco_input
+from graphwsss.data.errors import DataError
 from graphwsss.data.voc import VOCDataset
 from graphwsss.graphs import build_graph_builder, downsample_image
 from graphwsss.losses import boxes_to_grid
@@ -46,6 +54,7 @@ from graphwsss.nn.random_walk import random_walk_probabilities
 from graphwsss.postprocess import (clear_outside_boxes, dense_crf, instances_from_boxes,
                                    instances_to_coco, upsample_probs, write_instance_png)
 from graphwsss.seeds.background import add_background_seeds, background_share
+from graphwsss.seeds.files import read_seed_file
 from graphwsss.seeds.fusion import fuse_box_and_cam_seeds, select_confident_seeds
 from graphwsss.seeds.grabcut import grabcut_box_seeds
 from graphwsss.seeds.sparse import (expand_to_superpixels, image_superpixels, merge_seeds,
@@ -57,7 +66,7 @@ from graphwsss.stages.cam import (cam_seeds, confident_cam_seeds, infer_cams, re
                                   train_cam)
 from graphwsss.stages.evaluate import SegmentationEvaluator, write_metrics
 from graphwsss.stages.features import FeatureExtractor
-from graphwsss.stages.manifest import check_stages, write_manifest
+from graphwsss.stages.manifest import check_stages, uses_cams, write_manifest
 from graphwsss.stages.propagate import PropagationItem, estimate_batch_size, train_propagator
 from graphwsss.stages.report import write_report
 from graphwsss.utils.distributed import setup_process
@@ -116,9 +125,13 @@ class RunPaths:
         return self.image_file("probabilities", image_id, ".npy")
 
 
-def make_seeds(sample: Sample, settings: RunSettings,
-               cams: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def make_seeds(sample: Sample, settings: RunSettings, cams: np.ndarray | None = None,
+               num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(GNN seeds M_g, affinity-CNN seeds)`` of one image for the run's supervision (§2).
+
+    * ``seeds.source=files``: read from ``<seeds.dir>/<id>.png`` (another tool's labels or
+      masks, :mod:`graphwsss.seeds.files`; label ids checked against ``num_classes``), the
+      same for both, whatever the supervision.
 
     * box: GrabCut in the boxes, background outside (3.2–3.3); both the same. With CAMs
       (``seeds.cam_fusion``), GrabCut's M_B fused with the CAM's M_I (3.4) and kept where
@@ -135,6 +148,9 @@ def make_seeds(sample: Sample, settings: RunSettings,
     nothing would say "background" and every pseudo label would be one class.
     """
     supervision = settings.supervision
+    if settings.seeds.source == "files":
+        seeds = seeds_from_file(sample, settings, num_classes)
+        return seeds, seeds
     if supervision == "box":
         seeds = grabcut_box_seeds(sample.image, sample.boxes,
                                   iterations=settings.seeds.grabcut_iterations,
@@ -172,6 +188,22 @@ def make_seeds(sample: Sample, settings: RunSettings,
     expanded = expand_to_superpixels(points, segments)
     return (with_background(merge_seeds(expanded, confident), points, segments),
             with_background(confident, points, segments))
+
+
+def seeds_from_file(sample: Sample, settings: RunSettings,
+                    num_classes: int | None) -> np.ndarray:
+    """The seeds of ``<seeds.dir>/<id>.png`` (``seeds.file_kind``), read at the image's full size
+    (with its boxes there) and brought to its working size (``max_side``), nearest."""
+    if settings.seeds.dir is None:
+        raise ConfigError("seeds.source=files needs seeds.dir, the folder of <id>.png seeds")
+    if settings.seeds.file_kind == "labels" and num_classes is None:
+        raise ValueError("label seed files are checked against the data set's classes: "
+                         "pass num_classes")
+    size = sample.original_size or (sample.height, sample.width)
+    boxes = sample.original_boxes if sample.original_boxes is not None else sample.boxes
+    seeds = read_seed_file(settings.seeds.dir, sample.image_id, settings.seeds.file_kind,
+                           num_classes or 0, boxes, size)
+    return upscale_label(seeds, (sample.height, sample.width))
 
 
 def fused_box_seeds(box_seeds: np.ndarray, cams: np.ndarray, boxes: list,
@@ -216,7 +248,7 @@ class Pipeline:
 
     @property
     def needs_cams(self) -> bool:
-        return self.settings.supervision != "box" or self.settings.seeds.cam_fusion
+        return uses_cams(self.settings)
 
     def cams(self, image_ids: list[str], own_ids: list[str]) -> None:
         """Train the CAM network on every image's tags (DDP under torchrun) and write this
@@ -244,7 +276,8 @@ class Pipeline:
                  len(image_ids) - len(todo), self.settings.supervision, self.paths.seeds)
         for image_id in self._progress(todo, "seeds"):
             sample = self.dataset.load(image_id)
-            gnn_seeds, affinity_seeds = make_seeds(sample, self.settings, self.load_cams(sample))
+            gnn_seeds, affinity_seeds = make_seeds(sample, self.settings, self.load_cams(sample),
+                                                   num_classes=self.dataset.num_classes)
             present = seed_classes(gnn_seeds)
             if len(present) < 2:
                 log.warning("image %s: its seeds hold %s only, so its pseudo label will be one "
@@ -257,11 +290,13 @@ class Pipeline:
             write_label_png(self.paths.seed(image_id), gnn_seeds)
 
     def propagation(self, image_ids: list[str]) -> None:
-        todo = [image_id for image_id in image_ids if not self.paths.pseudo_label(image_id).is_file()]
+        todo = [image_id for image_id in image_ids
+                if not (self.paths.probabilities(image_id).is_file()
+                        or self.paths.pseudo_label(image_id).is_file())]
         log.info("stage propagation: %d images (%d already done), propagator %s on %s graphs, "
                  "device %s -> %s", len(todo), len(image_ids) - len(todo),
                  self.settings.propagator.name, self.settings.graph.builder, self.device,
-                 self.paths.pseudo_labels)
+                 self.paths.probabilities(image_ids[0]).parent if image_ids else "")
         if not todo:
             return
         extractor = self.node_source()
@@ -282,7 +317,8 @@ class Pipeline:
             for sample, item, probs in zip(samples, items, probabilities):
                 if self.settings.supervision == "image":
                     probs = self._fuse_random_walk(sample, item, probs)
-                self._write_outputs(sample, probs, extractor.stride)
+                with atomic_path(self.paths.probabilities(sample.image_id)) as tmp:
+                    np.save(tmp, probs.detach().cpu().numpy().astype(np.float16))
             progress.update(len(chunk))
         progress.close()
 
@@ -369,11 +405,26 @@ class Pipeline:
         full[absent] = 0.0
         return full
 
-    def _write_outputs(self, sample: Sample, probs: torch.Tensor, stride: int) -> None:
+    def refine(self, image_ids: list[str]) -> None:
+        """Saved node probabilities to pseudo labels (§7): upsampling, class restriction, CRF,
+        instance masks; every image without a pseudo label."""
+        todo = [image_id for image_id in image_ids if not self.paths.pseudo_label(image_id).is_file()]
+        log.info("stage refine: %d images (%d already done), CRF %s -> %s", len(todo),
+                 len(image_ids) - len(todo), "on" if self.settings.crf.enabled else "off",
+                 self.paths.pseudo_labels)
+        for image_id in self._progress(todo, "refine"):
+            sample = self.dataset.load(image_id)
+            path = self.paths.probabilities(image_id)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no node probabilities for image {image_id!r}; "
+                                        "run the propagation stage first")
+            probs = torch.from_numpy(np.load(path).astype(np.float32))
+            self._write_outputs(sample, probs)
+
+    def _write_outputs(self, sample: Sample, probs: torch.Tensor) -> None:
         size = (sample.height, sample.width)
-        with atomic_path(self.paths.probabilities(sample.image_id)) as tmp:
-            np.save(tmp, probs.detach().cpu().numpy().astype(np.float16))
-        full = self._restrict(sample, upsample_probs(probs, size, stride=stride).cpu().numpy())
+        stride = node_stride(size, tuple(probs.shape[-2:]))
+        full = self._restrict(sample, upsample_probs(probs, size, stride=stride).numpy())
         if self.settings.crf.enabled:
             crf = self.settings.crf
             full = dense_crf(sample.image, full, iterations=crf.iterations,
@@ -412,6 +463,16 @@ class Pipeline:
         return evaluator, seed_quality, single_class
 
 
+def node_stride(image_size: tuple[int, int], grid_size: tuple[int, int]) -> int:
+    """The stride ``s`` with ``grid = (ceil(H / s), ceil(W / s))``: what upsampling saved node
+    probabilities needs."""
+    (height, width), (h, w) = image_size, grid_size
+    for stride in range(1, max(height, width) + 1):
+        if (math.ceil(height / stride), math.ceil(width / stride)) == (h, w):
+            return stride
+    raise ValueError(f"a {h}x{w} node grid does not tile a {height}x{width} image")
+
+
 def seed_classes(seeds: np.ndarray) -> list[int]:
     """The classes (0 background, 1..K) that a ``[H, W]`` seed map labels somewhere."""
     return [int(c) for c in np.unique(seeds) if c != IGNORE_INDEX]
@@ -445,18 +506,48 @@ class SingleClassImages:
                 "seeds_single_class_ids": sorted(self.seeds)[:self.SHOWN]}
 
 
-def open_dataset(data_root: str | os.PathLike, settings: RunSettings) -> tuple[VOCDataset, list[str]]:
+def open_dataset(data_root: str | os.PathLike, settings: RunSettings,
+                 images: str | os.PathLike | None = None) -> tuple[VOCDataset, list[str]]:
     """The data set of a run (split, tags file, the inputs its supervision reads) and its images
-    (the first ``limit``; 0 or None: all)."""
-    dataset = VOCDataset(data_root, split=settings.split, tags_file=settings.seeds.tags_file,
-                         supervision=settings.supervision)
+    (the first ``limit``; 0 or None: all).
+
+    ``data_root`` is a Pascal VOC folder, or COCO input (:func:`~graphwsss.data.coco.is_coco_input`:
+    an instances JSON, or a folder with ``annotations/instances_*.json``) read by
+    :class:`~graphwsss.data.coco.COCODataset` from the image folder ``images`` (default:
+    :func:`~graphwsss.data.coco.find_coco_files`).
+    """
+    if is_coco_input(data_root) or images is not None:
+        annotation_file, image_dir, root = find_coco_files(data_root, images, settings.split)
+        if settings.supervision == "scribble":
+            raise DataError(annotation_file, "COCO input has no scribbles; use --supervision "
+                                             "box, point or image")
+        if settings.seeds.tags_file:
+            raise DataError(settings.seeds.tags_file, "seeds.tags_file is not read for COCO "
+                                                      "input (tags are the boxes' categories)")
+        dataset = COCODataset(annotation_file, image_dir, supervision=settings.supervision,
+                              root=root)
+    else:
+        dataset = VOCDataset(data_root, split=settings.split, tags_file=settings.seeds.tags_file,
+                             supervision=settings.supervision)
     if settings.max_side:        # samples load at their working size (labels: full size)
         dataset = ResizedDataset(dataset, settings.max_side)
     return dataset, dataset.ids[:settings.limit] if settings.limit else list(dataset.ids)
 
 
+def check_seed_source(settings: RunSettings) -> None:
+    """``seeds.source=files`` needs ``seeds.dir`` naming a folder (before anything runs)."""
+    if settings.seeds.source != "files":
+        return
+    if not settings.seeds.dir:
+        raise ConfigError("seeds.source=files needs seeds.dir=DIR, the folder of <id>.png seeds")
+    if not Path(settings.seeds.dir).is_dir():
+        raise DataError(settings.seeds.dir, "seeds.dir is not a folder (seeds.source=files "
+                                            "reads <seeds.dir>/<id>.png for every image)")
+
+
 def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunSettings,
-        show_progress: bool = True, force: bool = False) -> dict | None:
+        show_progress: bool = True, force: bool = False,
+        images: str | os.PathLike | None = None) -> dict | None:
     """Run every stage on ``data_root`` and write the outputs under ``out_dir``.
 
     Resumes from the outputs already there when the settings that made them match (``stages.json``,
@@ -467,8 +558,9 @@ def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunS
     """
     started = time.perf_counter()
     validate_settings(settings)      # settings made in code too: ranges, device (ConfigError)
+    check_seed_source(settings)
     device, context = setup_process(settings.device, settings.seed)
-    dataset, image_ids = open_dataset(data_root, settings)
+    dataset, image_ids = open_dataset(data_root, settings, images)
     paths = RunPaths(Path(out_dir))
     if context.is_main or not force:     # before any stage runs; rank 0 alone deletes
         manifest = check_stages(paths.root, settings, force=force)
@@ -501,8 +593,10 @@ def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunS
     pipeline.affinity(image_ids)
     timed("affinity")
     pipeline.propagation(own_ids)
-    context.barrier()
     timed("propagation")
+    pipeline.refine(own_ids)
+    context.barrier()
+    timed("refine")
     if context.is_main:
         manifest = write_manifest(paths.root, manifest, settings, seconds)
     metrics = None
@@ -528,7 +622,11 @@ def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunS
                             ", ".join(metrics["single_class_label_ids"]),
                             len(single_class.seeds))
     if context.is_main:
-        _merge_instances(paths, image_ids)
+        _merge_instances(paths, image_ids, getattr(dataset, "to_result", None))
+        if hasattr(dataset, "with_masks"):        # COCO input: its file, with the masks
+            coco = dataset.with_masks(image_ids, lambda image_id: _read_instances(paths, image_id))
+            atomic_write(paths.root / "annotations.json", json.dumps(coco))
+            log.info("COCO annotations with masks -> %s", paths.root / "annotations.json")
         report = write_report(paths.root, dataset, image_ids[:settings.report_images], metrics,
                               title=f"graphwsss run: {dataset.root.name}, {settings.supervision}")
         log.info("report -> %s", report)
@@ -547,13 +645,20 @@ def _timing(manifest: dict[str, dict], started: float, labelled: int, images: in
             "resumed": labelled == images, "labels_made_this_call": images - labelled}
 
 
-def _merge_instances(paths: RunPaths, image_ids: list[str]) -> None:
-    """All images' COCO-style instance results in one ``instances/instances.json``."""
+def _read_instances(paths: RunPaths, image_id: str) -> list[dict] | None:
+    """One image's instance results (``instances/<id>.json``), ``None`` when it has none."""
+    path = paths.instances / f"{image_id}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _merge_instances(paths: RunPaths, image_ids: list[str], convert=None) -> None:
+    """All images' COCO-style instance results in one ``instances/instances.json``; for COCO
+    input (``convert``) with the file's image and category ids, as COCO tools expect."""
     results = []
     for image_id in image_ids:
-        path = paths.instances / f"{image_id}.json"
-        if path.is_file():                   # box runs only: instances come from boxes
-            results.extend(json.loads(path.read_text()))
+        made = _read_instances(paths, image_id)
+        if made is not None:                 # images with boxes only: instances come from boxes
+            results.extend(map(convert, made) if convert else made)
     if not results and not paths.instances.is_dir():
         return
     atomic_write(paths.instances / "instances.json", json.dumps(results))

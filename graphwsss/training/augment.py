@@ -1,5 +1,5 @@
 """Training-time augmentation of an image and its label map: random scale, crop, flip and colour
-jitter (DESIGN.md §3–4 train the CAM and affinity networks with it).
+jitter (docs/method.md §3–4 train the CAM and affinity networks with it).
 
 Functions take and return numpy arrays (``[H, W, 3]`` uint8 images, ``[H, W]`` uint8 labels)
 and draw from a ``numpy.random.Generator``, so that a sample's augmentation is reproducible from

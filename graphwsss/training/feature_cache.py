@@ -1,6 +1,6 @@
 """Backbone features computed once per image and flip, kept in memory, cropped into batches.
 
-Training a head on a frozen backbone (the affinity CNN, DESIGN.md §4) needs the backbone's
+Training a head on a frozen backbone (the affinity CNN, docs/method.md §4) needs the backbone's
 output only once per image and augmentation: :class:`FeatureCache` runs it on every image and
 its horizontal mirror, stores what :func:`graphwsss.models.affinity.head_inputs` makes of the
 levels (every level padded to tile the stride-``s`` node grid, the stride-2 colour maps, the

@@ -1,4 +1,4 @@
-"""The training loop shared by the affinity CNN (DESIGN.md §4) and the CAM network (§3).
+"""The training loop shared by the affinity CNN (docs/method.md §4) and the CAM network (§3).
 
 SGD with momentum and polynomial learning-rate decay (power 0.9), the backbone at a tenth of the
 head's rate, one checkpoint per epoch with resume, a progress bar with the running loss, a JSON

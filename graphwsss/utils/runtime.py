@@ -5,13 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Turn ``"auto"`` into CUDA when present, else CPU; pass other names through."""
+    import torch     # here, not at module level: the CLI's logger must not load torch
+
     if isinstance(device, torch.device):
         return device
     if device == "auto":
@@ -24,6 +29,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices) so that runs are reproducible."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

@@ -1,4 +1,4 @@
-"""Tests for graphwsss.losses.cam_pooling (CAM aggregations of DESIGN.md §3)."""
+"""Tests for graphwsss.losses.cam_pooling (CAM aggregations of docs/method.md §3)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Tests for graphwsss.losses.cross_entropy (L_ce, DESIGN.md §6) against hand-computed values."""
+"""Tests for graphwsss.losses.cross_entropy (L_ce, docs/method.md §6) against hand-computed values."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Tests for graphwsss.losses.feature_similarity (FSL, DESIGN.md §3 eqs. 9–12)."""
+"""Tests for graphwsss.losses.feature_similarity (FSL, docs/method.md §3 eqs. 9–12)."""
 
 import math
 

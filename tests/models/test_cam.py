@@ -1,4 +1,4 @@
-"""Tests for graphwsss.models.cam (the CAM network of DESIGN.md §3)."""
+"""Tests for graphwsss.models.cam (the CAM network of docs/method.md §3)."""
 
 import pytest
 import torch

@@ -31,7 +31,8 @@ def test_changed_propagator_setting_stops_and_force_recomputes(tmp_path, sample_
     out = tmp_path / "run"
     assert _run(sample_root, out) == 0
     first = json.loads((out / "metrics.json").read_text())
-    assert first["resumed"] is False and set(first["stage_seconds"]) == {"seeds", "propagation"}
+    assert first["resumed"] is False and set(first["stage_seconds"]) == {"seeds", "propagation",
+                                                                      "refine"}
     config = (out / "config.yaml").read_text()
     labels, seeds = _stamps(out / "pseudo_labels"), _stamps(out / "seeds")
     capsys.readouterr()
@@ -93,14 +94,15 @@ def test_folder_without_stages_json_is_checked_against_its_config(tmp_path, samp
 
 def test_stage_keys_leave_out_what_changes_nothing():
     keys = stage_keys(RunSettings())
-    assert set(keys) == {"seeds", "propagation"}                # box, no CAMs, no affinity CNN
+    assert set(keys) == {"seeds", "propagation", "refine"}      # box, no CAMs, no affinity CNN
+    assert "crf.enabled" in keys["refine"] and "crf.enabled" not in keys["propagation"]
     flat = set().union(*keys.values())
     assert not {"limit", "device", "report_images"} & flat
     assert "propagator.epochs_first" in keys["propagation"] and "max_side" in keys["seeds"]
     assert "propagator.epochs_first" not in keys["seeds"]
     keys = stage_keys(RunSettings(supervision="point", graph=RunSettings().graph.__class__(
         builder="affinity")))
-    assert set(keys) == {"cam", "seeds", "affinity", "propagation"}
+    assert set(keys) == {"cam", "seeds", "affinity", "propagation", "refine"}
     assert "cam.pooling" in keys["seeds"] and "cam.seed_fraction" not in keys["cam"]
     assert "affinity.steps" in keys["propagation"]
 
@@ -123,3 +125,20 @@ def test_large_image_is_processed_at_max_side_and_labelled_at_full_size(tmp_path
     assert coco and all(np.isfinite(entry["bbox"]).all() for entry in coco)
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 < metrics["miou"] <= 100 and metrics["seed_coverage"] is not None
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_changed_crf_setting_reruns_refine_from_saved_probabilities(tmp_path, sample_root,
+                                                                   capsys):
+    out = tmp_path / "run"
+    assert _run(sample_root, out) == 0
+    probabilities = _stamps(out / "probabilities")
+    assert probabilities and all(name.endswith(".npy") for name in probabilities)
+    capsys.readouterr()
+    assert _run(sample_root, out, "crf.enabled=true") == 2
+    assert "refine stage" in capsys.readouterr().err
+    assert _run(sample_root, out, "crf.enabled=true", force=True) == 0
+    assert _stamps(out / "probabilities") == probabilities       # propagation not redone
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["labels_made_this_call"] == 1
+    assert json.loads((out / "stages.json").read_text())["refine"]["settings"]["crf.enabled"]
