@@ -149,7 +149,53 @@ def _run(args: argparse.Namespace) -> int:
         print(f"images {metrics['images']}  mIoU {metrics['miou']:.2f}  "
               f"contour F {metrics['contour_f']:.2f}  seconds {metrics['seconds']:.1f}")
     print(f"outputs in {args.out}: pseudo_labels/, instances/, config.yaml, report.html"
-          + (", metrics.json" if metrics is not None else ""))
+          + (", metrics.json" if metrics is not None else "")
+          + (", annotations.json (COCO, with masks)"
+             if (Path(args.out) / "annotations.json").is_file() else ""))
+    return 0
+
+
+def _train_segmenter(args: argparse.Namespace) -> int:
+    from graphwsss.config import load_config
+    from graphwsss.settings import RunSettings
+    from graphwsss.stages import segment
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise DataError(args.out, "--out must name a folder, but this is an existing file")
+    settings = load_config(RunSettings, args.config, args.overrides)
+    from graphwsss.stages.run import open_dataset
+    from graphwsss.utils.distributed import setup_process
+
+    device, context = setup_process(settings.device, settings.seed)
+    dataset, image_ids = open_dataset(args.data, settings)
+    labels = segment.LabelSource.open(args.labels, dataset.num_classes)
+    if context.is_main:
+        segment.write_training_config(args.out, settings)
+    segment.train_segmenter(dataset, image_ids, labels, args.out, settings, device,
+                            show_progress=context.is_main)
+    print(f"segmenter model in {Path(args.out) / 'model.pt'} (training log: "
+          f"{Path(args.out) / 'training' / 'train_log.json'})")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from graphwsss.config import load_config
+    from graphwsss.settings import RunSettings
+    from graphwsss.stages.segment import predict_folder
+
+    settings = load_config(RunSettings, None, args.overrides)
+    result = predict_folder(args.model, args.images, args.out, settings, crf=args.crf,
+                            data=args.data)
+    if result.unrestricted:
+        log.warning("%d images have no boxes or tags in --data and were not restricted: %s",
+                    len(result.unrestricted), ", ".join(result.unrestricted[:10]))
+    print(f"{len(result.written)} label PNGs in {args.out}")
+    if result.failed:
+        for name, reason in result.failed:
+            print(f"graphwsss: skipped {name}: {reason}", file=sys.stderr)
+        print(f"graphwsss: {len(result.failed)} of {len(result.failed) + len(result.written)} "
+              "images could not be labelled (listed above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -330,6 +376,46 @@ def build_parser() -> argparse.ArgumentParser:
                            "graphwsss run")
     demo.add_argument("overrides", nargs="*", metavar="key=value", help="setting overrides")
     demo.set_defaults(handler=_demo)
+
+    train_segmenter = commands.add_parser(
+        "train-segmenter", help="train the segmentation network on pseudo labels (§9)",
+        description="Train backbone + DeepLab-V1 head + cosine classifier on label maps: a run "
+                    "folder's pseudo_labels/ (with its probabilities/ for the noise-aware loss, "
+                    "segmenter.loss=nal) or any folder of <id>.png labels (cross-entropy). "
+                    "Writes <out>/model.pt (for 'graphwsss predict'), <out>/training/ (resumable "
+                    "checkpoint, train_log.json) and <out>/config.yaml. Images: those of the "
+                    "split (and limit) with a label. Settings: --config, then key=value "
+                    "(segmenter.*, backbone.*, split, device, ...); from a run folder only its "
+                    "supervision is read (the class restriction of its pre-CRF arg-max).")
+    train_segmenter.add_argument("--data", required=True,
+                                 help="the images (data set in Pascal VOC layout; split and limit "
+                                      "from the settings)")
+    train_segmenter.add_argument("--labels", required=True, metavar="RUN|DIR",
+                                 help="a run folder or a folder of <id>.png label maps")
+    train_segmenter.add_argument("--out", required=True, help="output folder")
+    train_segmenter.add_argument("--config", help="YAML settings (path or packaged name, e.g. "
+                                                  "segmenter_gpu)")
+    train_segmenter.add_argument("overrides", nargs="*", metavar="key=value",
+                                 help="setting overrides, e.g. segmenter.loss=ce "
+                                      "segmenter.training.epochs=2")
+    train_segmenter.set_defaults(handler=_train_segmenter)
+
+    predict = commands.add_parser(
+        "predict", help="label any folder of images with a trained segmenter",
+        description="Multi-scale + flip inference of a 'train-segmenter' model on every image "
+                    "(.jpg .jpeg .png .bmp) of --images; writes <out>/<name>.png palette label "
+                    "maps. Unreadable images are named and skipped; the exit code is then 1 "
+                    "(after every other image is written).")
+    predict.add_argument("--model", required=True, help="OUT/model.pt of train-segmenter")
+    predict.add_argument("--images", required=True, help="folder of images")
+    predict.add_argument("--out", required=True, help="output folder for <name>.png")
+    predict.add_argument("--crf", action="store_true", help="DenseCRF on the probabilities "
+                                                            "(crf.* settings)")
+    predict.add_argument("--data", help="VOC folder whose Annotations/<name>.xml boxes (or "
+                                        "seeds.tags_file tags) restrict each image's classes")
+    predict.add_argument("overrides", nargs="*", metavar="key=value",
+                         help="e.g. segmenter.inference_scales=[1.0] crf.iterations=5 device=cpu")
+    predict.set_defaults(handler=_predict)
 
     settings = commands.add_parser(
         "settings", help="every setting of run: key, type, default, meaning",

@@ -115,9 +115,9 @@ class AffinitySettings:
     mode: Literal["cached", "finetune"] = "cached"  # cached: frozen backbone, head on all levels +
                                               # colour, features cached once per image and flip;
                                               # finetune: last three levels, SGD through them
-    steps: int = ranged(3000, ge=0)           # cached mode: Adam steps (batch, crop, flip from
+    steps: int = ranged(1200, ge=0)           # cached mode: Adam steps (batch, crop, flip from
                                               # training; training.epochs/lr/momentum unused)
-    adam_lr: float = ranged(1e-3, gt=0)       # cached mode: Adam learning rate (cosine decay)
+    adam_lr: float = ranged(2e-3, gt=0)       # cached mode: Adam learning rate (cosine decay)
     training: TrainingSettings = field(default_factory=TrainingSettings)
 
 
@@ -136,6 +136,7 @@ class CAMSettings:
     fsl_window: int | None = ranged(None, ge=1)  # FSL window radius (grid cells); None: ceil(3σ)
     is_lambda: float | None = ranged(None, ge=0, le=1)  # None: 0.8 multinomial, 0.2 binomial (§3)
     is_samples: int | None = ranged(None, ge=1)  # None: 100 multinomial, 10 binomial (§3)
+    bap_grid: int = ranged(4, ge=1)           # BAP: N x N grid of background prototypes (§3)
     output_stride: Literal[8, 16, 32] = 8     # stride of the CAMs
     inference_scales: tuple[float, ...] = ranged((0.5, 1.0, 1.5, 2.0), gt=0,
                                                  check=check_not_empty)
@@ -143,6 +144,8 @@ class CAMSettings:
     inference_flip: bool = True               # average the flipped image's CAMs too
     seed_fraction: float = ranged(0.4, ge=0, le=1)  # M'_I: top 40% most confident pixels per
                                               # class (§2)
+    seed_background_threshold: float = ranged(0.05, ge=0, le=1)  # M'_I: confident background
+                                              # where every CAM is below (§2)
     background_threshold: float = ranged(0.4, ge=0, le=1)  # M_I: background where every CAM is
                                               # below (§2, 3.4)
     background_power: float = ranged(1.0, gt=0)  # random-walk start, image tags:
@@ -183,6 +186,9 @@ class PropagatorSettings:
     reg_radius: int = ranged(5, ge=1)         # neighbourhood radius of L_reg (grid cells)
     multi_point: bool = True                  # L_mp (eqs. 3.23–3.26), boxes only
     consistency: bool = True                  # consistency checking (eqs. 3.27–3.28)
+    consistency_rule: Literal["reference", "background"] = "reference"  # unlabel a box seed when
+                                              # cos to its box prototype <= 0 (3.28), or <= cos to
+                                              # the background prototype (from the second phase)
     unknown_background_weight: float = ranged(0.0, ge=0)  # box runs: weight of a background
                                               # L_ce on the unknown cells inside boxes (weak
                                               # evidence)
@@ -210,6 +216,27 @@ class CRFSettings:
 
 
 @dataclass
+class SegmenterSettings:
+    """The segmentation network trained on the pseudo labels (docs/method.md §9)."""
+
+    loss: Literal["ce", "nal"] = "nal"        # cross-entropy, or BANA's noise-aware loss (§9)
+    tau: float = ranged(20.0, gt=0)           # τ of the cosine classifier softmax(τ·cos)
+    head_channels: int = ranged(256, ge=1)    # DeepLab-V1 head width (256 CPU; GPU config: 512)
+    dropout: float = ranged(0.5, ge=0, lt=1)  # dropout after each head convolution
+    nal_gamma: float = ranged(7.0, ge=0)      # NAL: confidence σ = α^γ on unreliable pixels
+    nal_lambda: float = ranged(0.1, ge=0)     # NAL: weight λ of the weighted CE on them
+    inference_scales: tuple[float, ...] = ranged((0.5, 1.0, 1.5), gt=0, check=check_not_empty)
+                                              # predict: scales averaged (each with its flip)
+    rounds: int = ranged(0, ge=0)             # run: refinement rounds after the pseudo labels
+                                              # (train, predict, CRF, restrict; §9)
+    # CPU schedule (280 MSRC images in about 30 min here); configs/box_segmenter_gpu.yaml:
+    # 30 epochs, crop 321, 512-channel head.
+    training: TrainingSettings = field(default_factory=lambda: TrainingSettings(
+        epochs=2, batch_size=8, lr=0.01, weight_decay=5e-4, crop_size=256,
+        scale_range=(0.5, 1.5)))
+
+
+@dataclass
 class RunSettings:
     supervision: Literal["box", "scribble", "point", "image"] = "box"  # kind of weak label
     split: str = "train"                      # ImageSets/Segmentation/<split>.txt
@@ -225,6 +252,7 @@ class RunSettings:
     graph: GraphSettings = field(default_factory=GraphSettings)
     propagator: PropagatorSettings = field(default_factory=PropagatorSettings)
     crf: CRFSettings = field(default_factory=CRFSettings)
+    segmenter: SegmenterSettings = field(default_factory=SegmenterSettings)
     report_images: int = ranged(24, ge=0)     # images shown in report.html
 
 

@@ -32,7 +32,7 @@ from graphwsss.utils.runtime import get_logger, resolve_device, seed_everything
 log = get_logger("cam_results")
 
 # (pooling, FSL): the FSL variant follows the CAM's activation (softmax: multinomial, sigmoid:
-# binomial), see graphwsss.losses.cam_pooling.
+# binomial), see graphwsss.losses.importance_sampling.
 VARIANTS = [("gap", "none"), ("gap", "binomial"), ("gmp", "none"), ("gmp", "multinomial"),
             ("is", "none"), ("is", "multinomial"), ("is_binomial", "none"),
             ("is_binomial", "binomial")]

@@ -2,6 +2,8 @@
 
 # Loaded on first use (PEP 562): ``from graphwsss.data.errors import DataError`` must not
 # import cv2, torch or pycocotools, so that ``graphwsss --help`` stays fast.
+from graphwsss.utils.lazy import lazy_exports
+
 _EXPORTS = {
     "COCODataset": "coco", "decode_segmentation": "coco", "encode_rle": "coco",
     "DataError": "errors",
@@ -13,14 +15,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "BACKGROUND", "IGNORE_INDEX", "Box", "COCODataset", "DataError", "Point", "Sample",

@@ -34,6 +34,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from graphwsss.graphs.grid import downsample_image  # noqa: F401  (re-exported)
+from graphwsss.utils.shapes import describe
 
 IGNORE_INDEX = 255
 
@@ -109,22 +110,22 @@ def check_build_inputs(image: Tensor, features: Tensor, seed_labels: Tensor | No
                        embedding: Tensor | None = None) -> tuple[int, int]:
     """Validate the arguments of :meth:`GraphBuilder.build`; return the grid size ``(h, w)``."""
     if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"image must be [3, H, W], got {_shape(image)}")
+        raise ValueError(f"image must be [3, H, W], got {describe(image)}")
     if not image.is_floating_point():
         raise ValueError(f"image must be floating point in [0, 1], got {image.dtype}")
     if not isinstance(features, Tensor) or features.ndim != 3:
-        raise ValueError(f"features must be [C, h, w], got {_shape(features)}")
+        raise ValueError(f"features must be [C, h, w], got {describe(features)}")
     if not features.is_floating_point():
         raise ValueError(f"features must be floating point, got {features.dtype}")
     h, w = features.shape[-2:]
     if seed_labels is not None and (not isinstance(seed_labels, Tensor)
                                     or tuple(seed_labels.shape) != (h, w)):
         raise ValueError(f"seed_labels must be [h, w] = [{h}, {w}] like features, "
-                         f"got {_shape(seed_labels)}")
+                         f"got {describe(seed_labels)}")
     if embedding is not None and (not isinstance(embedding, Tensor) or embedding.ndim != 3
                                   or tuple(embedding.shape[-2:]) != (h, w)):
         raise ValueError(f"embedding must be [D, h, w] with h, w = {h}, {w} like features, "
-                         f"got {_shape(embedding)}")
+                         f"got {describe(embedding)}")
     return int(h), int(w)
 
 
@@ -204,7 +205,3 @@ def cell_node_index(data: Data) -> Tensor:
     if cell_node.shape != (h * w,):
         raise ValueError(f"cell_node must be [h * w] = [{h * w}], got {tuple(cell_node.shape)}")
     return cell_node
-
-
-def _shape(value) -> str:
-    return f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__

@@ -5,7 +5,7 @@ prediction grid of ``h x w`` nodes (node ``n = row * w + col``); a training loop
 images. Consistency checking (eqs. 3.27–3.28) edits the seeds between steps.
 """
 
-from graphwsss.losses.cam_pooling import cam_loss
+from graphwsss.losses.cam_loss import CAMLoss
 from graphwsss.losses.consistency import consistency_check
 from graphwsss.losses.cross_entropy import seed_cross_entropy, upsampled_seed_cross_entropy
 from graphwsss.losses.feature_similarity import (FeatureSimilarityLoss, feature_similarity_loss,
@@ -28,5 +28,5 @@ __all__ = [
     "feature_similarity_loss",
     "fsl_activations",
     "FeatureSimilarityLoss",
-    "cam_loss",
+    "CAMLoss",
 ]

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from graphwsss.data.records import BACKGROUND, IGNORE_INDEX
+from graphwsss.utils.shapes import check_shape
 
 __all__ = ["seed_cross_entropy", "upsampled_seed_cross_entropy"]
 
@@ -50,10 +51,8 @@ def seed_cross_entropy(logits: Tensor, seeds: Tensor, split_background: bool = T
         - seeds: ``[h, w]`` (or ``[H, W]`` = ``image_size``) integer
         - output: ``[]``
     """
-    if not isinstance(logits, Tensor) or logits.dim() != 3:
-        raise ValueError(f"logits must be a [K, h, w] tensor, got {_describe(logits)}")
-    if not isinstance(seeds, Tensor) or seeds.dtype.is_floating_point or seeds.dim() != 2:
-        raise ValueError(f"seeds must be a 2-D integer tensor, got {_describe(seeds)}")
+    check_shape("logits", logits, "[K, h, w]", dims=3)
+    check_shape("seeds", seeds, "[h, w]", dims=2, dtype="integer")
     if image_size is not None:
         image_size = (int(image_size[0]), int(image_size[1]))
         if tuple(seeds.shape) != image_size:
@@ -93,10 +92,3 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``values`` over ``mask``; 0 (with gradient graph) when the mask is empty."""
     mask = mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
-
-
-def _describe(value) -> str:
-    """Shape and dtype of a tensor, or the type of anything else, for error messages."""
-    if isinstance(value, Tensor):
-        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__

@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from graphwsss.graphs.grid import downsample_image
+from graphwsss.utils.shapes import check_shape, describe
 
 __all__ = [
     "FSL_VARIANT_WEIGHTS",
@@ -98,8 +99,7 @@ def fsl_activations(scores: Tensor, labels: Tensor | None = None,
     """
     if variant not in FSL_VARIANT_WEIGHTS:
         raise ValueError(f"variant must be one of {sorted(FSL_VARIANT_WEIGHTS)}, got {variant!r}")
-    if not isinstance(scores, Tensor) or scores.ndim != 4 or not scores.is_floating_point():
-        raise ValueError(f"scores must be a float [B, K(+1), h, w] tensor, got {_describe(scores)}")
+    check_shape("scores", scores, "[B, K(+1), h, w]", dims=4, dtype="float")
     batch, channels = scores.shape[:2]
     num_foreground = channels - 1 if variant == "multinomial" else channels
     if num_foreground < 1:
@@ -109,7 +109,7 @@ def fsl_activations(scores: Tensor, labels: Tensor | None = None,
         if not isinstance(labels, Tensor) or tuple(labels.shape) != (batch, num_foreground):
             raise ValueError(f"labels must be [B, K] = [{batch}, {num_foreground}] foreground tags "
                              f"for {variant} scores of shape {tuple(scores.shape)}, got "
-                             f"{_describe(labels)}")
+                             f"{describe(labels)}")
     if variant == "multinomial":
         return torch.softmax(scores, dim=1)
     if labels is None:
@@ -397,20 +397,15 @@ def _as_tensor(value: float | Tensor, like: Tensor) -> Tensor:
 
 
 def _check_activations(activations: Tensor) -> None:
-    if (not isinstance(activations, Tensor) or activations.ndim != 4
-            or not activations.is_floating_point()):
-        raise ValueError(f"activations must be a float [B, C, h, w] tensor, "
-                         f"got {_describe(activations)}")
+    check_shape("activations", activations, "[B, C, h, w]", dims=4, dtype="float")
     if 0 in activations.shape:
         raise ValueError(f"activations must not be empty, got shape {tuple(activations.shape)}")
 
 
 def _grid_image(image: Tensor, activations: Tensor) -> Tensor:
     """Validate the image against the activations and bring it to their grid."""
-    if (not isinstance(image, Tensor) or image.ndim != 4 or image.shape[1] != 3
-            or not image.is_floating_point()):
-        raise ValueError(f"image must be a float [B, 3, H, W] RGB tensor in [0, 1], "
-                         f"got {_describe(image)}")
+    check_shape("image", image, "[B, 3, H, W] RGB", shape=(None, 3, None, None), dtype="float",
+                what="tensor in [0, 1]")
     if image.shape[0] != activations.shape[0]:
         raise ValueError(f"image batch {image.shape[0]} != activations batch "
                          f"{activations.shape[0]}")
@@ -429,7 +424,7 @@ def _check_scalar(name: str, value: float | Tensor) -> float:
     if isinstance(value, Tensor):
         if value.numel() != 1 or not value.is_floating_point():
             raise ValueError(f"{name} must be a float or a one-element float tensor, "
-                             f"got {_describe(value)}")
+                             f"got {describe(value)}")
         number = float(value.detach())
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         number = float(value)
@@ -445,9 +440,3 @@ def _check_options(eps: float, normalization: str) -> None:
         raise ValueError(f"eps must be in (0, 0.5), got {eps!r}")
     if normalization not in ("pairs", "pixels"):
         raise ValueError(f"normalization must be 'pairs' or 'pixels', got {normalization!r}")
-
-
-def _describe(value) -> str:
-    if isinstance(value, Tensor):
-        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__

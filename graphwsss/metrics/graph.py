@@ -24,6 +24,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from graphwsss.graphs import cell_node_index, majority_cell_labels
+from graphwsss.utils.shapes import check_shape
 
 IGNORE_INDEX = 255
 
@@ -41,14 +42,10 @@ def purity_weights(edge_index: Tensor, edge_weight: Tensor, node_labels: Tensor,
     Returns:
         Two Python floats.
     """
-    if not isinstance(edge_index, Tensor) or edge_index.ndim != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"edge_index must be [2, E], got {_describe(edge_index)}")
-    if not isinstance(edge_weight, Tensor) or edge_weight.shape != edge_index.shape[1:]:
-        raise ValueError(f"edge_weight must be [E] = [{edge_index.shape[1]}], got "
-                         f"{_describe(edge_weight)}")
-    if (not isinstance(node_labels, Tensor) or node_labels.ndim != 1
-            or node_labels.is_floating_point()):
-        raise ValueError(f"node_labels must be an integer [N] tensor, got {_describe(node_labels)}")
+    check_shape("edge_index", edge_index, "[2, E]", shape=(2, None))
+    check_shape("edge_weight", edge_weight, f"[E] = [{edge_index.shape[1]}]",
+                shape=(edge_index.shape[1],))
+    check_shape("node_labels", node_labels, "[N]", dims=1, dtype="integer")
     if edge_index.numel() and (int(edge_index.min()) < 0
                                or int(edge_index.max()) >= node_labels.numel()):
         raise ValueError(f"edge_index refers to nodes outside [0, {node_labels.numel()})")
@@ -105,9 +102,3 @@ def node_purity(graph: Data, cell_labels: Tensor,
     valid = cells != ignore_index
     agree = valid & (node_labels[cell_node_index(graph)] == cells)
     return int(agree.sum()), int(valid.sum())
-
-
-def _describe(value) -> str:
-    if isinstance(value, Tensor):
-        return f"{value.dtype} shape {tuple(value.shape)}"
-    return type(value).__name__

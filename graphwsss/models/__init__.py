@@ -1,7 +1,8 @@
 """Backbones: images ``[B, 3, H, W]`` to multi-level feature maps of known strides and widths."""
 
-from graphwsss.models.backbone import BACKBONE_NAMES, Backbone, build_backbone
+from graphwsss.models.backbone import Backbone
 from graphwsss.models.efficientnet_lite import EfficientNetLite0, efficientnet_lite0
+from graphwsss.models.registry import BACKBONE_NAMES, build_backbone
 from graphwsss.models.resnet import ResNet, resnet50, resnet101
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""The backbone interface, the factory, and what the concrete backbones share.
+"""The backbone interface and what the concrete backbones share (the factory by name is
+:mod:`graphwsss.models.registry`).
 
 A backbone maps images ``[B, 3, H, W]`` to a list of feature maps, one per *level*, from fine to
 coarse. Level ``i`` has ``channels[i]`` channels and stride ``strides[i]`` (both known before
@@ -28,7 +29,6 @@ from torch import Tensor, nn
 from graphwsss.data.errors import DataError
 from graphwsss.utils.checkpoint import refusal_reason
 
-BACKBONE_NAMES = ("efficientnet_lite0", "resnet50", "resnet101")
 IMAGENET = "imagenet"
 
 
@@ -122,31 +122,6 @@ class BackboneNetwork(nn.Module):
     def head_parameters(self) -> list[nn.Parameter]:
         """The parameters outside the backbone."""
         return [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
-
-
-def build_backbone(name: str = "efficientnet_lite0", weights: str | os.PathLike | None = IMAGENET,
-                   output_stride: int = 8) -> Backbone:
-    """Build a backbone by name (in training mode, as every fresh ``nn.Module``).
-
-    The levels of each backbone are tabled in the docstrings of
-    :mod:`graphwsss.models.efficientnet_lite` (five levels, strides ``(2, 4, 8, 8, 8)`` at output
-    stride 8) and :mod:`graphwsss.models.resnet` (layer1..layer4, strides ``(4, 8, 8, 8)``).
-
-    Args:
-        name: one of :data:`BACKBONE_NAMES`.
-        weights: ``"imagenet"`` for the ImageNet weights that ship with graphwsss (only
-            ``efficientnet_lite0``), a path to a state dict file, or ``None`` for random init.
-        output_stride: stride of the coarsest levels, 8, 16 or 32.
-    """
-    # Imported here because the concrete backbones import this module.
-    from graphwsss.models.efficientnet_lite import efficientnet_lite0
-    from graphwsss.models.resnet import resnet50, resnet101
-
-    builders = {"efficientnet_lite0": efficientnet_lite0, "resnet50": resnet50,
-                "resnet101": resnet101}
-    if name not in builders:
-        raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(BACKBONE_NAMES)}")
-    return builders[name](weights=weights, output_stride=output_stride)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ the images' graphs are disjoint, and the caller sums the per-image losses.
 
 Both input layouts of :mod:`graphwsss.nn.batched`: the **grid** layout (radius graphs on the
 node grid) runs the tiled window form of the layer
-(:func:`~graphwsss.nn.affinity_attention.tiled_affinity_attention`), the **edges** layout (any
+(:func:`~graphwsss.nn.tiled_attention.tiled_affinity_attention`), the **edges** layout (any
 graph) the CSR form (:func:`~graphwsss.nn.affinity_attention.edge_attention`); same math.
 """
 
@@ -29,8 +29,9 @@ import torch
 from torch import Tensor
 from torch.nn import Parameter
 
-from graphwsss.nn.affinity_attention import (check_form, edge_aggregate, edge_attention,
-                                             grid_tiles, tiled_affinity_attention)
+from graphwsss.nn.affinity_attention import check_form, edge_attention
+from graphwsss.nn.csr import edge_aggregate
+from graphwsss.nn.tiled_attention import grid_tiles, tiled_affinity_attention
 from graphwsss.nn.batched import BatchedPropagator, draw_uniform
 
 
@@ -58,7 +59,7 @@ class A2GNN(BatchedPropagator):
         generators: one ``torch.Generator`` per image (seeded by the caller) for initialisation
             and dropout, or ``None`` for the global RNG (then a batch and single images differ).
         tile: tile side of the grid layout (a speed setting, see
-            :class:`~graphwsss.nn.affinity_attention.TiledWindow`). (default: 8)
+            :class:`~graphwsss.nn.tiled_attention.TiledWindow`). (default: 8)
 
     Shapes: as :class:`~graphwsss.nn.batched.BatchedPropagator`.
     """

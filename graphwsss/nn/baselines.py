@@ -24,10 +24,11 @@ The embedding is :math:`H^1 = \operatorname{dropout}(\operatorname{ReLU}(X W^0))
 :math:`H^{L+1} W^{L+1}`, both without bias, as in the A²GNN; the layers have no bias either.
 Each layer computes exactly what the PyG layer computes for one image (checked against the PyG
 layers with copied weights in ``tests/nn/test_baselines.py``), with the per-edge work done once
-for the whole batch by the CSR functions of :mod:`graphwsss.nn.affinity_attention`
-(:class:`~graphwsss.nn.affinity_attention.CsrAdjacency`,
-:func:`~graphwsss.nn.affinity_attention.segment_masked_softmax`,
-:func:`~graphwsss.nn.affinity_attention.edge_aggregate`, shared with the A²GNN):
+for the whole batch by the CSR operators of :mod:`graphwsss.nn.csr`
+(:class:`~graphwsss.nn.csr.CsrAdjacency`, :func:`~graphwsss.nn.csr.segment_masked_softmax`,
+:func:`~graphwsss.nn.csr.edge_aggregate`, shared with the A²GNN). One class per baseline
+(:class:`GCNPropagator`, :class:`GATPropagator`, :class:`AGNNPropagator`,
+:class:`NoPropagator`), on the common frame :class:`BatchedBaseline`:
 
 * GCN (Kipf & Welling): :math:`H' = \hat D^{-1/2} \hat A \hat D^{-1/2} H W`, with
   :math:`\hat A` the weighted adjacency plus self loops of weight 1 where missing (existing
@@ -49,7 +50,7 @@ Initialisation per image, from the image's generator, in this order: :math:`W^0`
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, ClassVar, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,12 +59,11 @@ from torch.nn import Parameter
 from torch_geometric.utils import scatter
 
 from graphwsss.nn.a2gnn import A2GNN
-from graphwsss.nn.affinity_attention import (CsrAdjacency, edge_aggregate, edge_attention,
-                                             segment_masked_softmax)
+from graphwsss.nn.affinity_attention import edge_attention
+from graphwsss.nn.csr import CsrAdjacency, edge_aggregate, segment_masked_softmax
 from graphwsss.nn.batched import BatchedPropagator, draw_glorot
 
 PROPAGATORS = ("a2gnn", "gcn", "gat", "agnn", "none")
-BASELINES = ("gcn", "gat", "agnn", "none")
 GAT_NEGATIVE_SLOPE = 0.2
 
 
@@ -99,87 +99,87 @@ def per_node(values: Tensor, num_nodes: int) -> Tensor:
 
 
 class BatchedBaseline(BatchedPropagator):
-    """``num_images`` independent baseline models (see the module table) as one batched model.
+    """The frame of the baselines: ``num_images`` independent models (see the module table) as
+    one batched model; the embedding, ``num_layers`` layers of :meth:`layer` (ReLU between
+    them where :attr:`relu_between_layers`), the output layer.
 
     Args:
-        kind: ``"gcn"``, ``"gat"``, ``"agnn"`` or ``"none"``.
         in_channels: node feature size ``F``.
         num_classes: ``K``.
         num_images: ``B``.
         hidden: hidden width. (default: 256)
-        num_layers: propagation layers (ignored by ``"none"``). (default: 3)
+        num_layers: propagation layers. (default: 3)
         dropout: drop probability after the embedding. (default: 0.5)
-        heads: attention heads of ``"gat"`` (``hidden`` must be divisible by it). (default: 4)
         generators: one ``torch.Generator`` per image, or ``None``.
 
-    Parameters, image first, layer second (``C = hidden``, ``H = heads``, ``D = C / H``):
-    ``gcn``: ``layer_weight`` ``[B, L, C, C]``; ``gat``: ``layer_weight`` ``[B, L, C, C]``,
-    ``attention_source``, ``attention_target``, ``attention_edge`` ``[B, L, H, D]``,
-    ``edge_weight_projection`` ``[B, L, C]``; ``agnn``: ``attention_beta`` ``[B, L]``. A
-    layer's ``layer_weight[b, l]`` is the transpose of the PyG layer's ``lin.weight``.
+    Parameters have the image first and the layer second; a layer's ``layer_weight[b, l]`` is
+    the transpose of the PyG layer's ``lin.weight``.
 
     Shapes: as :class:`~graphwsss.nn.batched.BatchedPropagator`.
     """
 
-    def __init__(self, kind: str, in_channels: int, num_classes: int, num_images: int,
-                 hidden: int = 256, num_layers: int = 3, dropout: float = 0.5, heads: int = 4,
+    kind: ClassVar[str]
+    relu_between_layers: ClassVar[bool] = False
+    # The batch's graph as the layers want it (default: self loops of weight 1 added).
+    build_adjacency: ClassVar[Optional[Callable[[Tensor, Tensor, int], CsrAdjacency]]] = None
+
+    def __init__(self, in_channels: int, num_classes: int, num_images: int,
+                 hidden: int = 256, num_layers: int = 3, dropout: float = 0.5,
                  generators: Optional[Sequence[torch.Generator]] = None) -> None:
         super().__init__(in_channels, num_classes, num_images, hidden, dropout, generators)
-        if kind not in BASELINES:
-            raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
-        if kind == "gat" and hidden % heads:
-            raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
-        self.kind, self.heads = kind, heads
-        self.num_layers = num_layers if kind != "none" else 0
-        layers, head_size = self.num_layers, hidden // heads
-        if kind in ("gcn", "gat"):
-            self.layer_weight = Parameter(torch.empty(num_images, layers, hidden, hidden))
-        if kind == "gat":
-            self.attention_source = Parameter(torch.empty(num_images, layers, heads, head_size))
-            self.attention_target = Parameter(torch.empty(num_images, layers, heads, head_size))
-            self.edge_weight_projection = Parameter(torch.empty(num_images, layers, hidden))
-            self.attention_edge = Parameter(torch.empty(num_images, layers, heads, head_size))
-        if kind == "agnn":
-            self.attention_beta = Parameter(torch.empty(num_images, layers))
+        self.num_layers = num_layers
+        self.create_layers()
         self.reset_parameters()
+
+    def create_layers(self) -> None:
+        """Create the layers' parameters ``[B, L, ...]``."""
+
+    def draw_layer(self, index: int, layer: int, generator: Optional[torch.Generator]) -> None:
+        """Draw image ``index``'s parameters of ``layer`` from ``generator``."""
 
     def reset_image(self, index: int, generator: Optional[torch.Generator]) -> None:
         self.draw_embedding(index, generator)
-        hidden, head_size = self.hidden, self.hidden // self.heads
         for layer in range(self.num_layers):
-            if self.kind in ("gcn", "gat"):
-                self.layer_weight[index, layer] = draw_glorot((hidden, hidden), generator)
-            if self.kind == "gat":
-                self.attention_source[index, layer] = draw_glorot((self.heads, head_size),
-                                                                  generator)
-                self.attention_target[index, layer] = draw_glorot((self.heads, head_size),
-                                                                  generator)
-                self.edge_weight_projection[index, layer] = draw_glorot((hidden, 1),
-                                                                        generator)[:, 0]
-                self.attention_edge[index, layer] = draw_glorot((self.heads, head_size),
-                                                                generator)
-            if self.kind == "agnn":
-                self.attention_beta[index, layer] = 1.0
+            self.draw_layer(index, layer, generator)
         self.draw_output(index, generator)
 
     def propagate(self, h: Tensor, graph: dict) -> Tensor:
-        if self.kind == "none":
+        if self.num_layers == 0:
             return h
         batch, num_nodes = h.shape[:2]
-        build = {"gcn": gcn_adjacency, "gat": gat_adjacency}.get(self.kind)
+        build = type(self).build_adjacency
         adjacency = self.adjacency(graph, batch * num_nodes, build)
         for layer in range(self.num_layers):
-            if self.kind == "gcn":
-                h = self.gcn_layer(h, adjacency, layer)
-            elif self.kind == "gat":
-                h = self.gat_layer(h, adjacency, layer)
-            else:
-                h = self.agnn_layer(h, adjacency, layer)
-            if self.kind in ("gcn", "gat") and layer < self.num_layers - 1:
+            h = self.layer(h, adjacency, layer)
+            if self.relu_between_layers and layer < self.num_layers - 1:
                 h = F.relu(h)
         return h
 
-    def gcn_layer(self, h: Tensor, adjacency: CsrAdjacency, layer: int) -> Tensor:
+    def layer(self, h: Tensor, adjacency: CsrAdjacency, layer: int) -> Tensor:
+        """Layer ``layer`` on ``h`` ``[B, Nmax, C]``."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.num_classes}, num_images={self.num_images}, "
+                f"hidden={self.hidden}, num_layers={self.num_layers}, dropout={self.dropout.p}")
+
+
+class GCNPropagator(BatchedBaseline):
+    """GCN layers (as :class:`~torch_geometric.nn.GCNConv`); parameters ``layer_weight``
+    ``[B, L, C, C]``."""
+
+    kind = "gcn"
+    relu_between_layers = True
+    build_adjacency = staticmethod(gcn_adjacency)
+
+    def create_layers(self) -> None:
+        self.layer_weight = Parameter(torch.empty(self.num_images, self.num_layers, self.hidden,
+                                                  self.hidden))
+
+    def draw_layer(self, index: int, layer: int, generator: Optional[torch.Generator]) -> None:
+        self.layer_weight[index, layer] = draw_glorot((self.hidden, self.hidden), generator)
+
+    def layer(self, h: Tensor, adjacency: CsrAdjacency, layer: int) -> Tensor:
         r""":math:`\hat D^{-1/2} \hat A \hat D^{-1/2} (H W)` for ``h`` ``[B, Nmax, C]``
         (``adjacency`` from :func:`gcn_adjacency`)."""
         batch, num_nodes, channels = h.shape
@@ -187,7 +187,51 @@ class BatchedBaseline(BatchedPropagator):
         return edge_aggregate(adjacency.edge_weight, projected, adjacency).view(batch, num_nodes,
                                                                                 channels)
 
-    def gat_layer(self, h: Tensor, adjacency: CsrAdjacency, layer: int) -> Tensor:
+
+class GATPropagator(BatchedBaseline):
+    """GAT layers (as :class:`~torch_geometric.nn.GATConv`, heads concatenated, the edge weight
+    a 1-d edge feature).
+
+    Args:
+        heads: attention heads (``hidden`` must be divisible by it). (default: 4)
+        others: as :class:`BatchedBaseline`.
+
+    Parameters (``C = hidden``, ``H = heads``, ``D = C / H``): ``layer_weight``
+    ``[B, L, C, C]``, ``attention_source``, ``attention_target``, ``attention_edge``
+    ``[B, L, H, D]``, ``edge_weight_projection`` ``[B, L, C]``.
+    """
+
+    kind = "gat"
+    relu_between_layers = True
+    build_adjacency = staticmethod(gat_adjacency)
+
+    def __init__(self, in_channels: int, num_classes: int, num_images: int,
+                 hidden: int = 256, num_layers: int = 3, dropout: float = 0.5, heads: int = 4,
+                 generators: Optional[Sequence[torch.Generator]] = None) -> None:
+        if hidden % heads:
+            raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
+        self.heads = heads
+        super().__init__(in_channels, num_classes, num_images, hidden, num_layers, dropout,
+                         generators)
+
+    def create_layers(self) -> None:
+        images, layers, hidden = self.num_images, self.num_layers, self.hidden
+        head_size = hidden // self.heads
+        self.layer_weight = Parameter(torch.empty(images, layers, hidden, hidden))
+        self.attention_source = Parameter(torch.empty(images, layers, self.heads, head_size))
+        self.attention_target = Parameter(torch.empty(images, layers, self.heads, head_size))
+        self.edge_weight_projection = Parameter(torch.empty(images, layers, hidden))
+        self.attention_edge = Parameter(torch.empty(images, layers, self.heads, head_size))
+
+    def draw_layer(self, index: int, layer: int, generator: Optional[torch.Generator]) -> None:
+        hidden, heads, head_size = self.hidden, self.heads, self.hidden // self.heads
+        self.layer_weight[index, layer] = draw_glorot((hidden, hidden), generator)
+        self.attention_source[index, layer] = draw_glorot((heads, head_size), generator)
+        self.attention_target[index, layer] = draw_glorot((heads, head_size), generator)
+        self.edge_weight_projection[index, layer] = draw_glorot((hidden, 1), generator)[:, 0]
+        self.attention_edge[index, layer] = draw_glorot((heads, head_size), generator)
+
+    def layer(self, h: Tensor, adjacency: CsrAdjacency, layer: int) -> Tensor:
         """GATConv (heads concatenated, 1-d edge feature) for ``h`` ``[B, Nmax, C]``."""
         batch, num_nodes, channels = h.shape
         heads, head_size = self.heads, channels // self.heads
@@ -214,7 +258,23 @@ class BatchedBaseline(BatchedPropagator):
                          for k in range(heads)], dim=1)
         return out.view(batch, num_nodes, channels)
 
-    def agnn_layer(self, h: Tensor, adjacency: CsrAdjacency, layer: int) -> Tensor:
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, heads={self.heads}"
+
+
+class AGNNPropagator(BatchedBaseline):
+    """AGNN layers (as :class:`~torch_geometric.nn.AGNNConv`); parameters ``attention_beta``
+    ``[B, L]``."""
+
+    kind = "agnn"
+
+    def create_layers(self) -> None:
+        self.attention_beta = Parameter(torch.empty(self.num_images, self.num_layers))
+
+    def draw_layer(self, index: int, layer: int, generator: Optional[torch.Generator]) -> None:
+        self.attention_beta[index, layer] = 1.0
+
+    def layer(self, h: Tensor, adjacency: CsrAdjacency, layer: int) -> Tensor:
         r""":math:`\sum_j \operatorname{softmax}_j(\beta \cos(h_i, h_j)) h_j` for ``h``
         ``[B, Nmax, C]``."""
         batch, num_nodes, channels = h.shape
@@ -223,11 +283,21 @@ class BatchedBaseline(BatchedPropagator):
         alpha = edge_attention(flat, adjacency, beta, beta=0.0, form="paper")
         return edge_aggregate(alpha, flat, adjacency).view(batch, num_nodes, channels)
 
-    def extra_repr(self) -> str:
-        return (f"{self.kind!r}, {self.in_channels}, {self.num_classes}, "
-                f"num_images={self.num_images}, hidden={self.hidden}, "
-                f"num_layers={self.num_layers}, dropout={self.dropout.p}"
-                + (f", heads={self.heads}" if self.kind == "gat" else ""))
+
+class NoPropagator(BatchedBaseline):
+    """Embedding and output layer only: a per-node seed classifier (``num_layers`` is
+    ignored)."""
+
+    kind = "none"
+
+    def __init__(self, in_channels: int, num_classes: int, num_images: int,
+                 hidden: int = 256, num_layers: int = 3, dropout: float = 0.5,
+                 generators: Optional[Sequence[torch.Generator]] = None) -> None:
+        super().__init__(in_channels, num_classes, num_images, hidden, 0, dropout, generators)
+
+
+BASELINES: dict[str, type[BatchedBaseline]] = {
+    cls.kind: cls for cls in (GCNPropagator, GATPropagator, AGNNPropagator, NoPropagator)}
 
 
 def build_propagator(name: str, in_channels: int, num_classes: int, num_images: int,
@@ -241,11 +311,12 @@ def build_propagator(name: str, in_channels: int, num_classes: int, num_images: 
         generators: one ``torch.Generator`` per image, or ``None``.
         **options: keyword options of :class:`~graphwsss.nn.a2gnn.A2GNN` (``hidden``,
             ``num_layers``, ``dropout``, ``beta``, ``form``, ``tile``) or of
-            :class:`BatchedBaseline` (``hidden``, ``num_layers``, ``dropout``, ``heads``).
+            :class:`BatchedBaseline` (``hidden``, ``num_layers``, ``dropout``; ``heads`` for
+            ``"gat"``).
     """
     if name == "a2gnn":
         return A2GNN(in_channels, num_classes, num_images, generators=generators, **options)
     if name in BASELINES:
-        return BatchedBaseline(name, in_channels, num_classes, num_images, generators=generators,
+        return BASELINES[name](in_channels, num_classes, num_images, generators=generators,
                                **options)
     raise ValueError(f"unknown propagator {name!r}; known: {', '.join(PROPAGATORS)}")

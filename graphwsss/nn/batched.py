@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.nn import Parameter
 
 from graphwsss.graphs.grid import check_offsets, grid_to_edges
-from graphwsss.nn.affinity_attention import CsrAdjacency
+from graphwsss.nn.csr import CsrAdjacency
 
 
 def draw_uniform(shape: Sequence[int], low: float, high: float,

@@ -50,6 +50,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from graphwsss.graphs.base import IGNORE_INDEX, cell_node_index
+from graphwsss.utils.shapes import check_shape
 
 __all__ = [
     "random_walk",
@@ -164,8 +165,7 @@ def random_walk(edge_index: Tensor, edge_weight: Tensor, scores: Tensor, num_nod
         - edge_index: ``[2, E]``; edge_weight: ``[E]``; scores: ``[N, K]``
         - output: ``[N, K]``
     """
-    if not isinstance(scores, Tensor) or scores.ndim != 2 or not scores.is_floating_point():
-        raise ValueError(f"scores must be a float [N, K] tensor, got {_describe(scores)}")
+    check_shape("scores", scores, "[N, K]", dims=2, dtype="float")
     if scores.shape[0] != num_nodes:
         raise ValueError(f"scores has {scores.shape[0]} rows for num_nodes={num_nodes}")
     if method not in ("matvec", "squaring"):
@@ -211,10 +211,8 @@ def random_walk_probabilities(graph: Data, initial_probs: Tensor, beta: float = 
         raise ValueError(f"graph must be a torch_geometric Data with edge_index, "
                          f"got {type(graph).__name__}")
     height, width = graph.grid_shape
-    if (not isinstance(initial_probs, Tensor) or initial_probs.ndim != 3
-            or tuple(initial_probs.shape[1:]) != (height, width)):
-        raise ValueError(f"initial_probs must be [K, h, w] on the graph's {height}x{width} grid, "
-                         f"got {_describe(initial_probs)}")
+    check_shape("initial_probs", initial_probs, f"[K, h, w] = [K, {height}, {width}]",
+                shape=(None, height, width), what="tensor on the graph's grid")
     edge_weight = graph.edge_attr
     if edge_weight is None:
         edge_weight = torch.ones(graph.edge_index.shape[1], device=graph.edge_index.device)
@@ -254,19 +252,15 @@ def seed_label_probabilities(seed_labels: Tensor, num_classes: int,
     Returns:
         ``[K, h, w]`` float32, each cell summing to 1.
     """
-    if (not isinstance(seed_labels, Tensor) or seed_labels.ndim != 2
-            or seed_labels.is_floating_point()):
-        raise ValueError(f"seed_labels must be an integer [h, w] tensor, "
-                         f"got {_describe(seed_labels)}")
+    check_shape("seed_labels", seed_labels, "[h, w]", dims=2, dtype="integer")
     known = seed_labels != IGNORE_INDEX
     if bool((known & ((seed_labels < 0) | (seed_labels >= num_classes))).any()):
         raise ValueError(f"seed_labels must be in 0..{num_classes - 1} or {IGNORE_INDEX}")
     shape = (num_classes, *seed_labels.shape)
     if allowed is None:
         allowed = torch.ones(shape, dtype=torch.bool, device=seed_labels.device)
-    elif tuple(allowed.shape) != shape or allowed.dtype != torch.bool:
-        raise ValueError(f"allowed must be a bool [K, h, w] = {list(shape)} tensor, "
-                         f"got {_describe(allowed)}")
+    else:
+        check_shape("allowed", allowed, f"[K, h, w] = {list(shape)}", shape=shape, dtype="bool")
     uniform = allowed.float()
     count = uniform.sum(0, keepdim=True)
     if bool((~known & (count[0] == 0)).any()):
@@ -303,21 +297,11 @@ def _prune_rows(matrix: Tensor, tolerance: float) -> Tensor:
 def _check_graph(edge_index: Tensor, edge_weight: Tensor, num_nodes: int) -> None:
     if isinstance(num_nodes, bool) or int(num_nodes) != num_nodes or num_nodes < 1:
         raise ValueError(f"num_nodes must be a positive integer, got {num_nodes!r}")
-    if (not isinstance(edge_index, Tensor) or edge_index.ndim != 2 or edge_index.shape[0] != 2
-            or edge_index.is_floating_point()):
-        raise ValueError(f"edge_index must be an integer [2, E] tensor, got {_describe(edge_index)}")
-    if (not isinstance(edge_weight, Tensor) or edge_weight.shape != edge_index.shape[1:]
-            or not edge_weight.is_floating_point()):
-        raise ValueError(f"edge_weight must be a float [E] = [{edge_index.shape[1]}] tensor, "
-                         f"got {_describe(edge_weight)}")
+    check_shape("edge_index", edge_index, "[2, E]", shape=(2, None), dtype="integer")
+    check_shape("edge_weight", edge_weight, f"[E] = [{edge_index.shape[1]}]",
+                shape=(edge_index.shape[1],), dtype="float")
     if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
         raise ValueError(f"edge_index refers to nodes outside 0..{num_nodes - 1}")
     if edge_weight.numel() and not bool(torch.isfinite(edge_weight).all()
                                         and (edge_weight >= 0).all()):
         raise ValueError("edge_weight must be finite and non-negative")
-
-
-def _describe(value) -> str:
-    if isinstance(value, Tensor):
-        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__

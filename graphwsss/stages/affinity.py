@@ -24,7 +24,7 @@ from graphwsss.data.voc import VOCDataset
 from graphwsss.graphs.grid import radius_offsets
 from graphwsss.losses.affinity import affinity_loss
 from graphwsss.models.affinity import AffinityNet, EdgeAffinityNet
-from graphwsss.models.backbone import build_backbone
+from graphwsss.models.registry import build_backbone
 from graphwsss.seeds.grid import grid_seeds
 from graphwsss.settings import BackboneSettings, RunSettings
 from graphwsss.training import AugmentedImageSet, load_trained_weights, train_network

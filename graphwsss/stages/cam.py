@@ -17,7 +17,8 @@ Typical use (``graphwsss run`` wires the same calls)::
     infer_cams(network, dataset, ids, run, settings, device)       # -> run / "cams"
     cams = read_cams(run / "cams" / f"{image_id}.npy", dataset.num_classes - 1)
     m_i = cam_seeds(cams, threshold)                                # M_I
-    m_i_confident = confident_cam_seeds(cams, settings.cam.seed_fraction)   # M'_I
+    m_i_confident = confident_cam_seeds(cams, settings.cam.seed_fraction,
+                                        settings.cam.seed_background_threshold)  # M'_I
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from tqdm import tqdm
 from graphwsss.data.errors import DataError
 from graphwsss.data.records import BACKGROUND, Box
 from graphwsss.data.voc import VOCDataset, parse_voc_xml
-from graphwsss.losses.cam_pooling import SOFTMAX_POOLINGS, BoxMasks, cam_loss
+from graphwsss.losses.background_aware_pooling import BoxMasks
+from graphwsss.losses.cam_loss import SOFTMAX_POOLINGS, CAMLoss
 from graphwsss.losses.feature_similarity import FeatureSimilarityLoss
-from graphwsss.models.backbone import build_backbone
+from graphwsss.models.registry import build_backbone
 from graphwsss.models.cam import CAMNet
 from graphwsss.postprocess.crf import dense_crf
 from graphwsss.postprocess.upsample import upsample_probs
@@ -50,8 +52,8 @@ from graphwsss.utils.runtime import get_logger
 log = get_logger(__name__)
 
 CAMS_FOLDER = "cams"
-# M'_I: confident background where every foreground CAM is below this (docs/method.md §2).
-CONFIDENT_BACKGROUND_THRESHOLD = 0.05
+# Not a method parameter: keeps the per-class normalisation and the CRF unary defined where every
+# CAM is 0 (as the published code).
 NORMALIZE_EPS = 1e-5
 
 
@@ -195,7 +197,7 @@ class CAMTrainingSet(AugmentedImageSet):
 
 class CAMObjective:
     """``(model, batch) -> (loss, logs)`` for :func:`graphwsss.training.train_network`:
-    :func:`~graphwsss.losses.cam_pooling.cam_loss` with ``settings.cam``.
+    :class:`~graphwsss.losses.cam_loss.CAMLoss` of ``settings.cam``.
 
     ``network`` is the unwrapped :class:`CAMNet`: its :meth:`~CAMNet.classify` (BAP prototypes)
     and its FSL module are called beside the (possibly DDP-wrapped) forward; their parameters
@@ -206,6 +208,7 @@ class CAMObjective:
     def __init__(self, network: CAMNet, settings: RunSettings) -> None:
         self.network = network
         self.cam = settings.cam
+        self.loss = CAMLoss.from_settings(settings.cam, network.num_classes, network.fsl)
         self.seed = settings.seed
         self._generator: torch.Generator | None = None
 
@@ -218,15 +221,12 @@ class CAMObjective:
 
     def __call__(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         logits, features = model(batch["image"])
-        cam = self.cam
         boxes = None
-        if cam.pooling == "bap":
+        if self.cam.pooling == "bap":
             boxes = BoxMasks(batch["box_masks"], batch["box_classes"], batch["background"])
-        return cam_loss(logits, batch["labels"], cam.pooling, is_lambda=cam.is_lambda,
-                        is_samples=cam.is_samples, generator=self.generator(logits.device),
-                        valid=batch["valid"], features=features, boxes=boxes,
-                        classify=self.network.classify, fsl=self.network.fsl,
-                        fsl_variant=cam.fsl, fsl_weight=cam.fsl_weight, image=batch["image_grid"])
+        return self.loss(logits, batch["labels"], generator=self.generator(logits.device),
+                         valid=batch["valid"], features=features, boxes=boxes,
+                         classify=self.network.classify, image=batch["image_grid"])
 
 
 def train_cam(dataset: VOCDataset, image_ids: list[str], out_dir: str | Path,
@@ -399,7 +399,7 @@ def cam_seeds(cams: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def confident_cam_seeds(cams: np.ndarray, fraction: float = 0.4,
-                        background_threshold: float = CONFIDENT_BACKGROUND_THRESHOLD) -> np.ndarray:
+                        background_threshold: float = 0.05) -> np.ndarray:
     r"""Confident CAM seeds :math:`M'_I` (§2): for each present class, its top ``fraction`` most
     confident pixels; confident background where every foreground CAM is low; 255 elsewhere.
 
@@ -414,7 +414,7 @@ def confident_cam_seeds(cams: np.ndarray, fraction: float = 0.4,
     Args:
         cams: ``[K, H, W]`` float in ``[0, 1]``, map ``k`` is class id ``k + 1``.
         fraction: the kept share of each class's pixels (``cam.seed_fraction``, 0.4).
-        background_threshold: :math:`t_{bg}`.
+        background_threshold: :math:`t_{bg}` (``cam.seed_background_threshold``, 0.05).
 
     Returns:
         ``[H, W]`` uint8: 0 background, 1..K classes, 255 unknown.

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from graphwsss.models.affinity import concat_levels
-from graphwsss.models.backbone import build_backbone
+from graphwsss.models.registry import build_backbone
 from graphwsss.settings import BackboneSettings
 
 

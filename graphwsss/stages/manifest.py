@@ -29,13 +29,14 @@ STAGES = ("cam", "seeds", "affinity", "propagation", "refine")
 # What each stage writes (folders and files under the run folder), in stage order.
 STAGE_OUTPUTS = {"cam": ("cam", "cams"), "seeds": ("seeds", "affinity_seeds"),
                  "affinity": ("affinity",), "propagation": ("probabilities",),
-                 "refine": ("pseudo_labels", "instances")}
+                 "refine": ("pseudo_labels", "instances", "segmenter")}
 RUN_OUTPUTS = ("metrics.json", "report.html")   # made from every stage: always redone
 MANIFEST = "stages.json"
 
 # Keys (dotted prefixes) that change nothing in any output.
 NEUTRAL = ("limit", "device", "report_images", "cam.training.workers",
-           "affinity.training.workers", "propagator.memory_budget_gb")
+           "affinity.training.workers", "propagator.memory_budget_gb",
+           "segmenter.training.workers")
 # Keys of the cam stage that only later stages read.
 CAM_LATER = ("cam.seed_fraction", "cam.background_threshold", "cam.background_power",
              "cam.random_walk_share")
@@ -90,6 +91,8 @@ def stage_keys(settings: RunSettings) -> dict[str, dict[str, Any]]:
     if settings.supervision == "image":
         keys["propagation"].update(pick("cam.background_power", "cam.random_walk_share"))
     keys["refine"] = {**keys["propagation"], **pick("crf")}
+    if settings.segmenter.rounds:     # refinement rounds replace the pseudo labels (§9)
+        keys["refine"].update(pick("segmenter"))
     return keys
 
 

@@ -258,8 +258,10 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
                 if settings.multi_point:
                     total = total + multi_point_loss(image_logits, image_hidden, item.boxes,
                                                      item.box_classes, selected)
-                if settings.consistency:
-                    _check_consistency(index, item, image_hidden, selected, node_seeds, pixel_seeds)
+                if settings.consistency and (settings.consistency_rule == "reference"
+                                             or epoch >= settings.epochs_first):
+                    _check_consistency(index, item, image_hidden, selected, node_seeds,
+                                       pixel_seeds, settings.consistency_rule)
             if settings.unknown_background_weight > 0 and item.boxes.numel():
                 total = total + settings.unknown_background_weight * unknown_background_loss(
                     image_logits, node_seeds[index], item)
@@ -297,10 +299,11 @@ def unknown_background_loss(logits: Tensor, seeds: Tensor, item: PropagationItem
 
 
 def _check_consistency(index: int, item: PropagationItem, hidden: Tensor, selected: list[Tensor],
-                       node_seeds: list[Tensor], pixel_seeds: list[Tensor] | None) -> None:
+                       node_seeds: list[Tensor], pixel_seeds: list[Tensor] | None,
+                       rule: str = "reference") -> None:
     """Consistency checking (eqs. 3.27–3.28); removals persist, at node and pixel level."""
     kept = consistency_check(hidden.detach(), node_seeds[index], item.boxes, item.box_classes,
-                             selected)
+                             selected, rule=rule)
     removed = (kept == IGNORE_INDEX) & (node_seeds[index] != IGNORE_INDEX)
     node_seeds[index] = kept
     if pixel_seeds is not None and bool(removed.any()):

@@ -160,7 +160,8 @@ def make_seeds(sample: Sample, settings: RunSettings, cams: np.ndarray | None = 
         return seeds, seeds
     if cams is None:
         raise ValueError(f"{supervision} supervision needs the image's CAMs")
-    confident = confident_cam_seeds(cams, settings.cam.seed_fraction)
+    confident = confident_cam_seeds(cams, settings.cam.seed_fraction,
+                                    settings.cam.seed_background_threshold)
     rule = settings.seeds
 
     def with_background(seeds, annotations=None, segments=None):
@@ -214,7 +215,8 @@ def fused_box_seeds(box_seeds: np.ndarray, cams: np.ndarray, boxes: list,
     fused = fuse_box_and_cam_seeds(box_seeds, cam_seeds(cams, settings.cam.background_threshold),
                                    boxes)
     return select_confident_seeds(fused, box_seeds,
-                                  confident_cam_seeds(cams, settings.cam.seed_fraction))
+                                  confident_cam_seeds(cams, settings.cam.seed_fraction,
+                                                      settings.cam.seed_background_threshold))
 
 
 def allowed_classes(sample: Sample, supervision: str) -> list[int]:
@@ -596,6 +598,9 @@ def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunS
     timed("propagation")
     pipeline.refine(own_ids)
     context.barrier()
+    from graphwsss.stages.segment import refinement_rounds   # imports this module
+    rounds = refinement_rounds(dataset, paths, settings, device, image_ids, own_ids, context,
+                               show_progress and context.is_main)      # segmenter.rounds (§9)
     timed("refine")
     if context.is_main:
         manifest = write_manifest(paths.root, manifest, settings, seconds)
@@ -610,7 +615,8 @@ def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunS
                 seed_quality.merge(other_seeds)
                 single_class.merge(other_single)
             metrics = {**evaluator.summary(), **seed_quality.summary(), **single_class.summary(),
-                       **_timing(manifest, started, labelled, len(image_ids))}
+                       **_timing(manifest, started, labelled, len(image_ids)),
+                       **({"rounds": rounds} if rounds else {})}
             write_metrics(paths.root / "metrics.json", metrics)
             log.info("mIoU %.2f, contour F %.2f, seed precision %s, coverage %s -> %s",
                      metrics["miou"], metrics["contour_f"], metrics["seed_precision"],

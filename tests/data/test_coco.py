@@ -232,3 +232,12 @@ def test_unreadable_coco_json(tmp_path, text, message):
     with pytest.raises(DataError, match=message) as error:
         COCODataset(path, tmp_path)
     assert "\n" not in str(error.value)
+
+
+def test_points_json_beside_the_file_for_point_runs(tmp_path):
+    path = _detection_file(tmp_path, BOXES)
+    (tmp_path / "points.json").write_text(json.dumps({"a": [{"class": "cat", "x": 2, "y": 3}]}))
+    dataset = COCODataset(path, tmp_path, supervision="point", root=tmp_path)
+    assert [(p.x, p.y, p.class_id) for p in dataset.load("a").points] == [(2, 3, 2)]
+    assert dataset.load("b").points == []
+    assert COCODataset(path, tmp_path, supervision="box").load("a").points == []

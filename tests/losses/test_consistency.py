@@ -97,3 +97,22 @@ def test_shape_errors():
         consistency_check(_hidden(), SEEDS, BOXES, CLASSES, [])
     with pytest.raises(ValueError):
         consistency_check(_hidden(), SEEDS, torch.tensor([[0, 0, 5, 2]]), CLASSES, SELECTED)
+
+
+def test_background_rule_unlabels_seeds_closer_to_the_background():
+    """rule="background": a box seed goes when cos to the background prototype >= cos to the
+    box prototype; non-negative features (where 3.28 cannot fire) still get checked."""
+    hidden = torch.tensor([[1.0, 0.9, 0.1, 0.0],      # feature 0: "object"
+                           [0.0, 0.2, 1.0, 1.0]])    # feature 1: "background"
+    hidden = hidden.reshape(2, 1, 4)
+    seeds = torch.tensor([[1, 1, 1, 0]])
+    boxes, classes, selected = torch.tensor([[0, 0, 3, 1]]), torch.tensor([1]), [torch.tensor([0])]
+    reference = consistency_check(hidden, seeds, boxes, classes, selected)
+    assert torch.equal(reference, seeds)                        # every cosine >= 0: no removal
+    kept = consistency_check(hidden, seeds, boxes, classes, selected, rule="background")
+    assert kept.tolist() == [[1, 1, V, 0]]
+    no_background = consistency_check(hidden, torch.tensor([[1, 1, 1, V]]), boxes, classes,
+                                      selected, rule="background")
+    assert no_background.tolist() == [[1, 1, 1, V]]
+    with pytest.raises(ValueError, match="rule"):
+        consistency_check(hidden, seeds, boxes, classes, selected, rule="other")

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from graphwsss.models.affinity import AffinityNet, concat_levels
-from graphwsss.models.backbone import build_backbone
+from graphwsss.models.registry import build_backbone
 
 
 @pytest.fixture(scope="module")

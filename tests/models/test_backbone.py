@@ -1,4 +1,4 @@
-"""The backbone interface: the factory, preprocessing, the stage layout, weight-file errors."""
+"""The backbone interface: preprocessing, the stage layout, weight-file errors."""
 
 from __future__ import annotations
 
@@ -7,30 +7,8 @@ import pytest
 import torch
 
 from graphwsss.data.errors import DataError
-from graphwsss.models import BACKBONE_NAMES, Backbone, build_backbone
+from graphwsss.models import build_backbone
 from graphwsss.models.backbone import StageLayout, layout_stages, load_weights
-
-
-@pytest.mark.parametrize("name, strides", [("efficientnet_lite0", (2, 4, 8, 8, 8)),
-                                           ("resnet50", (4, 8, 8, 8)),
-                                           ("resnet101", (4, 8, 8, 8))])
-def test_factory_builds_every_backbone(name, strides):
-    backbone = build_backbone(name, weights=None)
-    assert isinstance(backbone, Backbone)
-    assert backbone.strides == strides
-    assert len(backbone.channels) == len(strides)
-
-
-def test_factory_default_is_pretrained_efficientnet_at_stride_8():
-    backbone = build_backbone()
-    assert backbone.strides[-3:] == (8, 8, 8)
-    assert backbone.channels[-3:] == (40, 112, 320)
-    assert backbone._bn0.running_var.ne(1).any()  # loaded, not freshly initialised
-
-
-def test_unknown_name_lists_the_known_names():
-    with pytest.raises(ValueError, match="known backbones: " + ", ".join(BACKBONE_NAMES)):
-        build_backbone("vgg16")
 
 
 def test_unreachable_output_stride_is_rejected():

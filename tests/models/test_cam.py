@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from graphwsss.losses import FeatureSimilarityLoss
-from graphwsss.models.backbone import build_backbone
+from graphwsss.models.registry import build_backbone
 from graphwsss.models.cam import CAMNet
 
 

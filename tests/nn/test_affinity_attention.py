@@ -1,158 +1,14 @@
+"""Tests for graphwsss.nn.affinity_attention: the rule (3.17-3.18) and its MessagePassing layer."""
+
 import math
 
 import pytest
 import torch
 
-from graphwsss.graphs.grid import grid_to_edges, neighbor_valid, radius_offsets
-from graphwsss.nn.affinity_attention import (AffinityAttentionConv, CsrAdjacency, TiledWindow,
-                                             edge_aggregate, edge_attention,
-                                             grid_affinity_attention, grid_tiles,
-                                             tiled_affinity_attention)
+from graphwsss.nn.affinity_attention import AffinityAttentionConv, edge_attention
+from graphwsss.nn.csr import CsrAdjacency, edge_aggregate
 
-
-def random_grid_graph(batch, height, width, offsets, seed=0, keep=0.7, dtype=torch.float64,
-                      device="cpu"):
-    """Random edge weights in (0.05, 1] with random missing edges; self loops weight 1."""
-    generator = torch.Generator().manual_seed(seed)
-    shape = (batch, offsets.shape[0], height, width)
-    weight = 0.05 + 0.95 * torch.rand(shape, generator=generator, dtype=dtype)
-    weight = weight * (torch.rand(shape, generator=generator) < keep)
-    weight[:, 0] = 1.0  # offsets[0] is (0, 0)
-    return (weight * neighbor_valid(height, width, offsets)).to(device)
-
-
-def naive_attention(x, edge_index, edge_weight, w, beta, form):
-    """The rule (3.17-3.18) written edge by edge with gathers: the oracle."""
-    source, target = edge_index
-    unit = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    cos = (unit[source] * unit[target]).sum(1)
-    logits = w * cos + beta * (cos > 0) * edge_weight
-    keep = (cos > 0) if form == "reference" else torch.ones_like(cos, dtype=torch.bool)
-    scores = torch.where(keep, torch.exp(logits), torch.zeros_like(logits))
-    total = torch.zeros(x.shape[0], dtype=x.dtype).index_add(0, target, scores)
-    p = scores / total[target].clamp_min(1e-300)
-    return torch.zeros_like(x).index_add(0, target, p.unsqueeze(1) * x[source]), p
-
-
-def random_graph(num_nodes, num_edges, seed=0, dtype=torch.float64):
-    """A random directed graph (not symmetric), no duplicate edges, self loops on all nodes."""
-    generator = torch.Generator().manual_seed(seed)
-    pairs = torch.randperm(num_nodes * num_nodes, generator=generator)[:num_edges]
-    edge_index = torch.stack([pairs % num_nodes, pairs // num_nodes])
-    edge_index = edge_index[:, edge_index[0] != edge_index[1]]
-    loops = torch.arange(num_nodes).repeat(2, 1)
-    edge_index = torch.cat([edge_index, loops], 1)
-    edge_weight = torch.rand(edge_index.shape[1], generator=generator, dtype=dtype)
-    return edge_index, edge_weight
-
-
-def grid_and_edge_paths(batch, height, width, channels, offsets, form, device="cpu",
-                        dtype=torch.float64):
-    """Run both implementations on the same random graphs; return (values, grads) of each."""
-    generator = torch.Generator().manual_seed(1)
-    grid_weight = random_grid_graph(batch, height, width, offsets, dtype=dtype, device=device)
-    h = torch.randn(batch, channels, height, width, generator=generator, dtype=dtype).to(device)
-    h.requires_grad_(True)
-    w = torch.rand(batch, generator=generator, dtype=dtype).to(device).requires_grad_(True)
-    upstream = torch.randn(batch, channels, height, width, generator=generator, dtype=dtype).to(device)
-    out = grid_affinity_attention(h, grid_weight, offsets.to(device), w, 10.0, form)
-    grad_h, grad_w = torch.autograd.grad((out * upstream).sum(), [h, w])
-
-    conv = AffinityAttentionConv(form=form).to(device=device, dtype=dtype)
-    edge_out, edge_grad_h, edge_grad_w = [], [], []
-    for index in range(batch):
-        edge_index, edge_weight = grid_to_edges(grid_weight[index], offsets.to(device))
-        x = h[index].detach().flatten(1).t().clone().requires_grad_(True)
-        with torch.no_grad():
-            conv.weight.copy_(w[index].detach().reshape(1))
-        conv.weight.grad = None
-        result = conv(x, edge_index, edge_weight)
-        (result * upstream[index].flatten(1).t()).sum().backward()
-        edge_out.append(result.detach().t().reshape(channels, height, width))
-        edge_grad_h.append(x.grad.t().reshape(channels, height, width))
-        edge_grad_w.append(conv.weight.grad.reshape(()))
-    return ((out.detach(), grad_h, grad_w),
-            (torch.stack(edge_out), torch.stack(edge_grad_h), torch.stack(edge_grad_w)))
-
-
-@pytest.mark.parametrize("form", ["reference", "paper"])
-@pytest.mark.parametrize("shape", ["disc", "square"])
-def test_grid_path_equals_edge_path(form, shape):
-    offsets = radius_offsets(2, shape)
-    (out, grad_h, grad_w), (edge_out, edge_grad_h, edge_grad_w) = grid_and_edge_paths(
-        2, 7, 9, 6, offsets, form)
-    assert out.abs().sum() > 0 and grad_w.abs().min() > 0
-    torch.testing.assert_close(out, edge_out, rtol=1e-9, atol=1e-10)
-    torch.testing.assert_close(grad_h, edge_grad_h, rtol=1e-9, atol=1e-10)
-    torch.testing.assert_close(grad_w, edge_grad_w, rtol=1e-9, atol=1e-10)
-
-
-def test_grid_path_equals_edge_path_float32_asymmetric_window():
-    # Half a window: no edge j -> i has its reverse i -> j.
-    offsets = radius_offsets(2, "square")
-    offsets = offsets[(offsets[:, 0] > 0) | ((offsets[:, 0] == 0) & (offsets[:, 1] >= 0))]
-    (out, grad_h, grad_w), (edge_out, edge_grad_h, edge_grad_w) = grid_and_edge_paths(
-        2, 6, 5, 8, offsets, "reference", dtype=torch.float32)
-    torch.testing.assert_close(out, edge_out, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(grad_h, edge_grad_h, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(grad_w, edge_grad_w, rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("tile", [1, 4, 16])
-def test_grid_path_does_not_depend_on_tile_size(tile):
-    # Grids that are not whole tiles, smaller than a tile, tiles smaller than the radius.
-    offsets = radius_offsets(3, "disc")
-    grid_weight = random_grid_graph(2, 13, 6, offsets, seed=8)
-    h = torch.randn(2, 13, 6, 5, dtype=torch.float64, requires_grad=True)
-    w = torch.tensor([0.3, 0.8], dtype=torch.float64, requires_grad=True)
-    results = []
-    for size in (8, tile):
-        out = tiled_affinity_attention(h, grid_tiles(grid_weight, offsets, tile=size), w)
-        results.append((out, *torch.autograd.grad(out.square().sum(), [h, w])))
-    for first, second in zip(*results):
-        torch.testing.assert_close(first, second)
-
-
-def test_fold_is_the_adjoint_of_neighbourhoods_and_tiles_round_trip():
-    window = TiledWindow(radius_offsets(2, "square"), tile=4)
-    a = torch.randn(2, 9, 7, 3, dtype=torch.float64)
-    b = torch.randn_like(window.neighbourhoods(a))
-    torch.testing.assert_close((window.neighbourhoods(a) * b).sum(), (a * window.fold(b, 9, 7)).sum())
-    assert torch.equal(window.from_tiles(window.to_tiles(a), 9, 7), a)
-    # Neighbourhood slot s of tile node q is the node at offset offset_index[q, s].
-    around = window.neighbourhoods(a)  # tile 0 covers rows 0-3, cols 0-3; node (1, 2) is q = 6
-    for s in range(window.side ** 2):
-        k = int(window.offset_index[6, s])
-        if k >= 0:
-            dy, dx = radius_offsets(2, "square")[k].tolist()
-            if 0 <= 1 + dy < 9 and 0 <= 2 + dx < 7:
-                assert torch.equal(around[0, s], a[0, 1 + dy, 2 + dx])
-
-
-def test_zero_feature_node_on_the_grid_gets_zero_and_finite_gradients():
-    offsets = radius_offsets(1, "square")
-    grid_weight = random_grid_graph(1, 4, 4, offsets, seed=2)
-    h = torch.rand(1, 3, 4, 4, dtype=torch.float64)
-    h[0, :, 1, 2] = 0.0
-    h.requires_grad_(True)
-    out = grid_affinity_attention(h, grid_weight, offsets, torch.tensor([0.5]), 10.0, "reference")
-    assert torch.equal(out[0, :, 1, 2], torch.zeros(3, dtype=torch.float64))
-    out.sum().backward()
-    assert torch.isfinite(h.grad).all()
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
-@pytest.mark.parametrize("form", ["reference", "paper"])
-def test_grid_path_equals_edge_path_cuda(form):
-    offsets = radius_offsets(2, "disc")
-    cpu = grid_and_edge_paths(2, 7, 9, 6, offsets, form, dtype=torch.float32)
-    (out, grad_h, grad_w), (edge_out, edge_grad_h, edge_grad_w) = grid_and_edge_paths(
-        2, 7, 9, 6, offsets, form, device="cuda", dtype=torch.float32)
-    assert out.is_cuda and edge_out.is_cuda
-    torch.testing.assert_close(out, edge_out, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(grad_h, edge_grad_h, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(grad_w, edge_grad_w, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(out.cpu(), cpu[0][0], rtol=1e-4, atol=1e-5)
+from .attention_cases import naive_attention, random_graph
 
 
 @pytest.mark.parametrize("form", ["reference", "paper"])
@@ -182,15 +38,6 @@ def test_gradcheck_edge_path():
         (x, w))
 
 
-def test_gradcheck_grid_path():
-    offsets = radius_offsets(1, "square")
-    grid_weight = random_grid_graph(2, 4, 5, offsets, seed=5)
-    h = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
-    w = torch.rand(2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda h, w: grid_affinity_attention(h, grid_weight, offsets, w, 2.0, "paper"), (h, w))
-
-
 @pytest.mark.parametrize("form", ["reference", "paper"])
 def test_weights_sum_to_one_over_present_edges(form):
     edge_index, edge_weight = random_graph(40, 300, seed=6)
@@ -200,16 +47,6 @@ def test_weights_sum_to_one_over_present_edges(form):
     totals = torch.zeros(40, dtype=torch.float64).index_add(0, adjacency.target, p)
     torch.testing.assert_close(totals, torch.ones(40, dtype=torch.float64))
     assert (p >= 0).all()
-
-    offsets = radius_offsets(2, "disc")
-    grid_weight = random_grid_graph(2, 6, 7, offsets, seed=6)
-    h = torch.randn(2, 6, 7, 8, dtype=torch.float64)  # channels last
-    # The weights are what the layer gives a constant feature: probe with an extra channel.
-    probe = torch.cat([h, torch.ones(2, 6, 7, 1, dtype=torch.float64)], -1)
-    probe_out = tiled_affinity_attention(probe, grid_tiles(grid_weight, offsets),
-                                         torch.full((2,), 0.5, dtype=torch.float64), 10.0, form)
-    # Every node keeps its self loop (cos = 1), so every row sums to exactly 1.
-    torch.testing.assert_close(probe_out[..., -1], torch.ones(2, 6, 7, dtype=torch.float64))
 
 
 def three_node_case():
@@ -279,54 +116,9 @@ def test_reset_parameters_draws_w_from_generator():
     assert torch.equal(first, torch.rand(1, generator=torch.Generator().manual_seed(9)))
 
 
-def test_adds_missing_self_loops_and_keeps_existing_weights():
-    edge_index = torch.tensor([[1, 0], [0, 0]])  # node 0 has a self loop, node 1 none
-    weight = torch.tensor([0.3, 0.7])
-    adjacency = CsrAdjacency.from_edge_index(edge_index, weight, 2)
-    edges = {(int(j), int(i)): (float(e), int(o)) for j, i, e, o in zip(
-        adjacency.source, adjacency.target, adjacency.edge_weight, adjacency.order)}
-    assert edges == {(1, 0): (pytest.approx(0.3), 0), (0, 0): (pytest.approx(0.7), 1),
-                     (1, 1): (1.0, -1)}
-
-
-def test_grid_path_saves_no_copy_per_offset():
-    offsets = radius_offsets(4, "square")  # 81 offsets
-    grid_weight = random_grid_graph(1, 20, 24, offsets, dtype=torch.float32)
-    h = torch.randn(1, 64, 20, 24, requires_grad=True)
-    saved = []
-
-    def pack(tensor):
-        saved.append(tensor.numel() * tensor.element_size())
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        grid_affinity_attention(h, grid_weight, offsets, torch.rand(1), 10.0, "reference")
-    feature_bytes = h.numel() * h.element_size()
-    # p and cos, [tiles, T², S²] = [9, 64, 256] scalars each, and h itself; nothing per offset.
-    tile_bytes = 9 * 64 * 256 * 4
-    assert sum(saved) <= 2 * feature_bytes + 2 * tile_bytes
-    assert sum(saved) < 0.2 * offsets.shape[0] * feature_bytes
-
-
 def test_input_validation():
-    offsets = radius_offsets(1)
     with pytest.raises(ValueError, match="form"):
         AffinityAttentionConv(form="other")
-    with pytest.raises(ValueError, match="grid_weight"):
-        grid_affinity_attention(torch.rand(1, 2, 3, 3), torch.rand(1, 4, 3, 3), offsets,
-                                torch.rand(1))
-    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
-        grid_affinity_attention(torch.rand(2, 3, 3), torch.rand(1, 5, 3, 3), offsets, torch.rand(1))
-    with pytest.raises(ValueError, match="w must"):
-        grid_affinity_attention(torch.rand(2, 2, 3, 3), torch.rand(2, 5, 3, 3), offsets,
-                                torch.rand(3))
-    with pytest.raises(ValueError, match="edge_index"):
-        CsrAdjacency.from_edge_index(torch.zeros(3, 4, dtype=torch.long), None, 4)
-    tiles = grid_tiles(torch.rand(2, 5, 3, 3), offsets)
-    with pytest.raises(ValueError, match="w must"):
-        tiled_affinity_attention(torch.rand(2, 3, 3, 4), tiles, torch.rand(1))
-    with pytest.raises(ValueError, match="h must"):
-        tiled_affinity_attention(torch.rand(2, 3, 4, 4), tiles, torch.rand(2))
     adjacency = CsrAdjacency.from_edge_index(torch.tensor([[0], [1]]), None, 2)
     with pytest.raises(ValueError, match="x must"):
         edge_attention(torch.rand(3, 2), adjacency, torch.tensor(0.5))

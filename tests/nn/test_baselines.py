@@ -4,7 +4,8 @@ import torch.nn.functional as F
 from torch_geometric.nn import AGNNConv, GATConv, GCNConv
 
 from graphwsss.nn.a2gnn import A2GNN
-from graphwsss.nn.baselines import PROPAGATORS, BatchedBaseline, build_propagator
+from graphwsss.nn.baselines import (PROPAGATORS, AGNNPropagator, BatchedBaseline, GATPropagator,
+                                    GCNPropagator, NoPropagator, build_propagator)
 
 from .test_a2gnn import (IGNORE, IN_CHANNELS, NUM_CLASSES, edge_batch, generators, grid_batch,
                          make_images, train)
@@ -29,14 +30,21 @@ def run_grid(name, images, offsets, indices, steps=5, **options):
 def test_factory_names_and_unknown_name():
     assert PROPAGATORS == ("a2gnn", "gcn", "gat", "agnn", "none")
     assert isinstance(build_propagator("a2gnn", 4, 3, 2), A2GNN)
-    for name in ("gcn", "gat", "agnn", "none"):
+    classes = {"gcn": GCNPropagator, "gat": GATPropagator, "agnn": AGNNPropagator,
+               "none": NoPropagator}
+    for name, cls in classes.items():
         model = build_propagator(name, 4, 3, 2, hidden=8)
-        assert isinstance(model, BatchedBaseline) and model.kind == name
+        assert type(model) is cls and isinstance(model, BatchedBaseline) and model.kind == name
         assert all(parameter.shape[0] == 2 for parameter in model.parameters())
     with pytest.raises(ValueError, match="a2gnn, gcn, gat, agnn, none"):
         build_propagator("graphsage", 4, 3, 2)
     with pytest.raises(TypeError):
         build_propagator("gcn", 4, 3, 2, beta=3.0)  # an A2GNN-only option
+    with pytest.raises(TypeError):
+        build_propagator("gcn", 4, 3, 2, heads=2)   # a GAT-only option
+    with pytest.raises(ValueError, match="divisible by heads"):
+        build_propagator("gat", 4, 3, 2, hidden=6, heads=4)
+    assert build_propagator("none", 4, 3, 2, num_layers=5).num_layers == 0
 
 
 @pytest.mark.parametrize("name", ["gcn", "gat", "agnn", "none"])
@@ -120,13 +128,14 @@ def random_graph(num_nodes, generator):
 def pyg_image_model(model, index, x, edge_index, edge_weight):
     """Image ``index`` of a BatchedBaseline run with PyG layers holding its weights."""
     h = F.relu(x @ model.embedding_weight[index])
-    hidden, heads = model.hidden, model.heads
+    hidden = model.hidden
     for layer in range(model.num_layers):
         if model.kind == "gcn":
             conv = GCNConv(hidden, hidden, bias=False).double()
             conv.lin.weight.data.copy_(model.layer_weight[index, layer].t())
             h = conv(h, edge_index, edge_weight)
         elif model.kind == "gat":
+            heads = model.heads
             conv = GATConv(hidden, hidden // heads, heads=heads, edge_dim=1, bias=False).double()
             conv.lin.weight.data.copy_(model.layer_weight[index, layer].t())
             conv.att_src.data.copy_(model.attention_source[index, layer].unsqueeze(0))

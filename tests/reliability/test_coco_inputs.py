@@ -84,7 +84,8 @@ def test_detection_file_with_images_elsewhere(tmp_path, run_cli):
     """Boxes only: pseudo labels, instances and annotations.json with one mask per box; no
     ground truth, so no metrics.json."""
     path, images = _coco(tmp_path)
-    code, err, out = run_cli(path, "--images", str(images), "limit=1")
+    # Overrides before --images: argparse takes no positionals after it once they began.
+    code, err, out = run_cli(path, "limit=1", "--images", str(images))
     assert code == 0, err
     assert (out / "pseudo_labels" / "a.png").is_file() and not (out / "metrics.json").exists()
     written = json.loads((out / "annotations.json").read_text())

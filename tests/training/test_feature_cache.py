@@ -4,7 +4,7 @@ import torch
 
 from graphwsss.config import load_config
 from graphwsss.models.affinity import EdgeAffinityNet
-from graphwsss.models.backbone import build_backbone
+from graphwsss.models.registry import build_backbone
 from graphwsss.settings import RunSettings
 from graphwsss.stages.affinity import load_affinity_network, train_cached_head
 from graphwsss.training.feature_cache import FeatureCache
