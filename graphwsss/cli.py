@@ -242,7 +242,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     log.info("demo: box-supervised label propagation on the bundled sample (%s)", SAMPLE_DATA)
     metrics = run(SAMPLE_DATA, args.out, settings, force=args.force)
-    print(f"\nA²GNN + CRF pseudo labels of {metrics['images']} sample images: mIoU "
+    method = settings.propagator.name + (" + CRF" if settings.crf.enabled else "")
+    print(f"\n{method} pseudo labels of {metrics['images']} sample images: mIoU "
           f"{metrics['miou']:.1f}, contour F {metrics['contour_f']:.1f} "
           f"(GrabCut seeds: precision {metrics['seed_precision']:.1f}, "
           f"coverage {metrics['seed_coverage']:.1f}); {metrics['seconds']:.0f} s")

@@ -38,7 +38,25 @@ def concat_levels(levels: list[Tensor]) -> Tensor:
                       for level in levels], dim=1)
 
 
-class AffinityNet(BackboneNetwork):
+class AffinityNetwork(BackboneNetwork):
+    """An affinity network: ``forward(images) -> (features [B, C, h, w], embedding [B, d_A,
+    h, w])``; :meth:`embed` applies it to one image."""
+
+    @torch.no_grad()
+    def embed(self, image: np.ndarray) -> tuple[Tensor, Tensor]:
+        """One ``[H, W, 3]`` uint8 image to ``(features [C, h, w], embedding [d_A, h, w])``.
+
+        Runs in evaluation mode on the network's device; the caller's mode is restored.
+        """
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        features, embedding = self(self.backbone.preprocess(image).unsqueeze(0).to(device))
+        self.train(was_training)
+        return features[0], embedding[0]
+
+
+class AffinityNet(AffinityNetwork):
     """Backbone + affinity embedding head.
 
     Args:
@@ -96,18 +114,6 @@ class AffinityNet(BackboneNetwork):
         embedding = self.mix(torch.cat(reduced, dim=1))
         return features, embedding
 
-    @torch.no_grad()
-    def embed(self, image: np.ndarray) -> tuple[Tensor, Tensor]:
-        """One ``[H, W, 3]`` uint8 image to ``(features [C, h, w], embedding [d_A, h, w])``.
-
-        Runs in evaluation mode on the network's device; the caller's mode is restored.
-        """
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
-        features, embedding = self(self.backbone.preprocess(image).unsqueeze(0).to(device))
-        self.train(was_training)
-        return features[0], embedding[0]
 
 
 # --- Edge-aware affinity network: frozen backbone, head on every level and colour -------------
@@ -210,7 +216,7 @@ class EdgeAffinityHead(nn.Module):
         return self.mix(torch.cat(parts, dim=1))
 
 
-class EdgeAffinityNet(BackboneNetwork):
+class EdgeAffinityNet(AffinityNetwork):
     """A frozen backbone and an :class:`EdgeAffinityHead` (the affinity CNN trained on cached
     backbone features, :func:`graphwsss.stages.affinity.train_affinity`).
 
@@ -244,12 +250,3 @@ class EdgeAffinityNet(BackboneNetwork):
         features = torch.relu(concat_levels(levels[-3:]))
         return features, self.head(padded, colour, image_grid)
 
-    @torch.no_grad()
-    def embed(self, image: np.ndarray) -> tuple[Tensor, Tensor]:
-        """One ``[H, W, 3]`` uint8 image to ``(features [C, h, w], embedding [d_A, h, w])``."""
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
-        features, embedding = self(self.backbone.preprocess(image).unsqueeze(0).to(device))
-        self.train(was_training)
-        return features[0], embedding[0]
