@@ -241,6 +241,11 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
                     desc=f"{settings.name} x {len(items)} images", disable=not show_progress)
     for epoch in epochs:
         logits, hidden = model(**batched.inputs)
+        checking = settings.consistency and (settings.consistency_rule == "reference"
+                                             or epoch >= settings.epochs_first)
+        checked = hidden
+        if checking and settings.consistency_features == "first":
+            checked = _first_hidden(model, batched)
         total = logits.new_zeros(())
         for index, item in enumerate(items):
             image_logits = batched.crop(logits, index)
@@ -258,10 +263,9 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
                 if settings.multi_point:
                     total = total + multi_point_loss(image_logits, image_hidden, item.boxes,
                                                      item.box_classes, selected)
-                if settings.consistency and (settings.consistency_rule == "reference"
-                                             or epoch >= settings.epochs_first):
-                    _check_consistency(index, item, image_hidden, selected, node_seeds,
-                                       pixel_seeds, settings.consistency_rule)
+                if checking:
+                    _check_consistency(index, item, batched.crop(checked, index), selected,
+                                       node_seeds, pixel_seeds, settings.consistency_rule)
             if settings.unknown_background_weight > 0 and item.boxes.numel():
                 total = total + settings.unknown_background_weight * unknown_background_loss(
                     image_logits, node_seeds[index], item)
@@ -296,6 +300,17 @@ def unknown_background_loss(logits: Tensor, seeds: Tensor, item: PropagationItem
     node_loss = -torch.log_softmax(logits, dim=0)[0]
     weight = inside.to(node_loss.dtype)
     return (node_loss * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+@torch.no_grad()
+def _first_hidden(model, batched: BatchedGraphs) -> Tensor:
+    """:math:`H^1` ``[B, Nmax, hidden]`` without dropout: each node's own embedding, before the
+    graph layers mix it with its neighbours'."""
+    was_training = model.training
+    model.eval()
+    first = model.embed(batched.inputs["x"], batched.inputs["node_mask"])
+    model.train(was_training)
+    return first
 
 
 def _check_consistency(index: int, item: PropagationItem, hidden: Tensor, selected: list[Tensor],

@@ -232,3 +232,36 @@ def test_random_walk_propagator_follows_rw_method_and_tolerance():
         torch.testing.assert_close(walks[method], random_walk_probabilities(
             item.graph, initial, beta=4.0, log_steps=3, method=method, tolerance=tolerance))
     assert not torch.allclose(walks["matvec"], walks["squaring"])
+
+
+@pytest.mark.parametrize("features", ["last", "first"])
+def test_background_consistency_rule_unlabels_seeds_like_the_background(features, caplog):
+    """A box seed placed on background-like features is unlabeled by the background rule (from
+    the second phase on), comparing H^{L+1} or H^1; more than the reference rule (3.28) does."""
+    generator = torch.Generator().manual_seed(0)
+    h, w = 6, 8
+    features_map = torch.zeros(4, h, w)
+    features_map[0] = 1.0                                  # background everywhere ...
+    features_map[:, 2:5, 2:6] = torch.tensor([0.0, 1.0, 0.0, 0.0]).view(4, 1, 1)  # ... object
+    features_map += 0.05 * torch.rand(4, h, w, generator=generator)
+    image = torch.rand(3, h * 8, w * 8, generator=generator)
+    seeds = torch.full((h, w), 255, dtype=torch.long)
+    seeds[0, :], seeds[:, 0] = 0, 0
+    seeds[2:5, 2:6] = 1
+    seeds[1, 1:7] = 1                                      # wrong: background-like, in the box
+    box = Box(8, 8, 56, 40, 1)
+    graph = build_graph_builder("backbone", radius=2).build(image, features_map, seeds)
+    boxes, classes = boxes_to_grid([box], (h * 8, w * 8), (h, w))
+    item = PropagationItem("x", graph, image, seeds.repeat_interleave(8, 0).repeat_interleave(
+        8, 1), boxes, classes, stride=8)
+    removed = {}
+    for rule in ("reference", "background"):
+        settings = dataclasses.replace(SETTINGS, consistency_rule=rule,
+                                       consistency_features=features, epochs_first=10,
+                                       epochs_second=10)
+        with caplog.at_level(logging.INFO, logger="graphwsss.stages.propagate"):
+            caplog.clear()
+            train_propagator([item], settings, 2, torch.device("cpu"))
+        line = [r.getMessage() for r in caplog.records if "consistency" in r.getMessage()][-1]
+        removed[rule] = int(line.split("unlabeled ")[1].split(" of")[0])
+    assert removed["background"] >= removed["reference"] + 3
