@@ -167,7 +167,7 @@ class RadiusGraphBuilder(GraphBuilder):
         offsets = radius_offsets(self.radius, self.shape, device=device)
         affinity = affinity_from_embedding(embedding.to(device, compute_dtype), offsets)
         if self.colour is not None:
-            from graphwsss.graphs.rgbxy import rgbxy_kernel
+            from graphwsss.graphs.rgbxy import rgbxy_kernel   # rgbxy imports this module
 
             colours = downsample_image(image.to(device, compute_dtype), *affinity.shape[-2:])
             affinity = affinity * rgbxy_kernel(colours, offsets, *self.colour)

@@ -236,6 +236,10 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
                             radius=settings.reg_radius) for item in items]
     use_boxes = settings.multi_point or settings.consistency
     split_background = settings.ce_balance == "classes"
+    in_boxes = [box_allowed_classes(item.boxes, item.box_classes, num_classes,
+                                    item.grid_shape)[1:].any(0).to(device)
+                if settings.unknown_background_weight > 0 and item.boxes.numel() else None
+                for item in items]
     model.train()
     epochs = trange(settings.epochs_first + settings.epochs_second, leave=False,
                     desc=f"{settings.name} x {len(items)} images", disable=not show_progress)
@@ -266,9 +270,9 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
                 if checking:
                     _check_consistency(index, item, batched.crop(checked, index), selected,
                                        node_seeds, pixel_seeds, settings.consistency_rule)
-            if settings.unknown_background_weight > 0 and item.boxes.numel():
+            if in_boxes[index] is not None:
                 total = total + settings.unknown_background_weight * unknown_background_loss(
-                    image_logits, node_seeds[index], item)
+                    image_logits, node_seeds[index], in_boxes[index])
             if epoch >= settings.epochs_first and settings.reg_weight > 0:
                 total = total + settings.reg_weight * potts_regularization(
                     torch.softmax(image_logits, dim=0), kernel=kernels[index])
@@ -286,19 +290,17 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
             for index, item in enumerate(items)]
 
 
-def unknown_background_loss(logits: Tensor, seeds: Tensor, item: PropagationItem) -> Tensor:
+def unknown_background_loss(logits: Tensor, seeds: Tensor, in_boxes: Tensor) -> Tensor:
     r"""Background cross-entropy on the unknown cells inside boxes, :math:`-\frac{1}{|U|}
-    \sum_{i \in U} \log O_i^0` with :math:`U` the unlabeled cells of ``item``'s boxes.
+    \sum_{i \in U} \log O_i^0` with :math:`U` the unlabeled cells among ``in_boxes``.
 
     Box seeds leave unknown what GrabCut did not call foreground; that is weak evidence for
     background, which this term adds at a weight below the seeds' (``logits`` ``[K, h, w]``,
-    ``seeds`` ``[h, w]`` with 255 unknown). 0 when there are no such cells.
+    ``seeds`` ``[h, w]`` with 255 unknown, ``in_boxes`` ``[h, w]`` bool: cells inside a box).
+    0 when there are no such cells.
     """
-    allowed = box_allowed_classes(item.boxes, item.box_classes, logits.shape[0],
-                                  tuple(logits.shape[1:]))
-    inside = allowed[1:].any(0) & (seeds == IGNORE_INDEX)
+    weight = (in_boxes & (seeds == IGNORE_INDEX)).to(logits.dtype)
     node_loss = -torch.log_softmax(logits, dim=0)[0]
-    weight = inside.to(node_loss.dtype)
     return (node_loss * weight).sum() / weight.sum().clamp(min=1.0)
 
 

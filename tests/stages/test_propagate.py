@@ -265,3 +265,20 @@ def test_background_consistency_rule_unlabels_seeds_like_the_background(features
         line = [r.getMessage() for r in caplog.records if "consistency" in r.getMessage()][-1]
         removed[rule] = int(line.split("unlabeled ")[1].split(" of")[0])
     assert removed["background"] >= removed["reference"] + 3
+
+
+def test_unknown_background_loss_covers_unknown_cells_inside_boxes_only():
+    from graphwsss.stages.propagate import unknown_background_loss
+
+    logits = torch.zeros(2, 2, 3, requires_grad=True)
+    seeds = torch.tensor([[255, 1, 255], [0, 255, 255]])
+    in_boxes = torch.tensor([[True, True, False], [False, True, False]])
+    loss = unknown_background_loss(logits, seeds, in_boxes)      # cells (0, 0) and (1, 1)
+    torch.testing.assert_close(loss, torch.log(torch.tensor(2.0)))
+    loss.backward()
+    assert (logits.grad[0] != 0).sum() == 2 and logits.grad[0, 0, 0] < 0
+    empty = unknown_background_loss(logits, seeds, torch.zeros(2, 3, dtype=torch.bool))
+    assert float(empty) == 0.0
+    settings = dataclasses.replace(SETTINGS, unknown_background_weight=0.5)
+    probs = train_propagator(ITEMS, settings, NUM_CLASSES, torch.device("cpu"))
+    assert all(torch.allclose(p.sum(0), torch.ones(())) for p in probs)
