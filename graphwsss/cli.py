@@ -138,20 +138,29 @@ def _run(args: argparse.Namespace) -> int:
     from graphwsss.config import load_config
     from graphwsss.settings import RunSettings, supervision_defaults
 
+    from graphwsss.stages.manifest import parse_stages
+
+    stages = parse_stages(args.stages) if args.stages is not None else None
     _check_run_folder(args.out, force=args.force)
+    if stages is not None and not _is_run_folder(Path(args.out)):
+        raise DataError(args.out, "--stages reruns stages of an earlier run, but --out holds no "
+                                  "run (no run's config.yaml); run without --stages first")
     settings = load_config(RunSettings, args.config, [f"supervision={args.supervision}",
                                                       *args.overrides],
                            defaults=supervision_defaults(args.supervision))
     from graphwsss.stages.run import run     # after the settings: a bad one fails fast
 
-    metrics = run(args.data, args.out, settings, force=args.force, images=args.images)
+    metrics = run(args.data, args.out, settings, force=args.force, images=args.images,
+                  stages=stages)
     if metrics is not None:
         print(f"images {metrics['images']}  mIoU {metrics['miou']:.2f}  "
               f"contour F {metrics['contour_f']:.2f}  seconds {metrics['seconds']:.1f}")
-    print(f"outputs in {args.out}: pseudo_labels/, instances/, config.yaml, report.html"
-          + (", metrics.json" if metrics is not None else "")
-          + (", annotations.json (COCO, with masks)"
-             if (Path(args.out) / "annotations.json").is_file() else ""))
+    out = Path(args.out)
+    made = [f"{name}/" if (out / name).is_dir() else name
+            for name in ("pseudo_labels", "instances", "probabilities", "config.yaml", "report.html",
+                         "metrics.json", "annotations.json") if (out / name).exists()]
+    print(f"outputs in {args.out}: {', '.join(made)}"
+          + (" (annotations.json: COCO, with masks)" if "annotations.json" in made else ""))
     return 0
 
 
@@ -204,7 +213,7 @@ def _bench_graphs(args: argparse.Namespace) -> int:
 
     from graphwsss.config import load_config
     from graphwsss.settings import RunSettings
-    from graphwsss.stages.bench_graphs import bench_graphs, format_table, headline
+    from graphwsss.bench.graphs import bench_graphs, format_table, headline
 
     # "--builders a b key=value": argparse hands the overrides to --builders; take them back.
     builders = [name for name in args.builders if "=" not in name]
@@ -340,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "graphwsss run (refused without it); in a run folder whose finished "
                           "stages were made with other settings, recompute the first such stage "
                           "and every later one (refused without it)")
+    run.add_argument("--stages", metavar="LIST",
+                     help="rerun only these stages of an earlier run in --out, comma-separated, "
+                          "from cam, seeds, affinity, propagation, refine, segment, evaluate, "
+                          "report (e.g. refine,evaluate with new crf.* settings); their files "
+                          "are replaced, later stages' files not named are deleted as stale, "
+                          "and the earlier stages' settings must match (docs/method.md §1)")
     run.add_argument("overrides", nargs="*", metavar="key=value",
                      help="setting overrides (every key: graphwsss settings)")
     run.set_defaults(handler=_run)

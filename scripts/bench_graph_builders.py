@@ -3,7 +3,7 @@
 Per builder (backbone, rgbxy, superpixel, knn, affinity): build time per image, nodes, edges,
 peak memory, graph purity and downstream A²GNN mIoU / contour F (a full box-supervised run per
 builder, seeds shared); then the vectorised radius builder against a per-pixel Python loop at
-VOC size. See :mod:`graphwsss.stages.bench_graphs` for what is measured and how.
+VOC size. See :mod:`graphwsss.bench.graphs` for what is measured and how.
 
 Prints a table; the last line is one JSON object with the per-builder headline numbers and
 ``radius_vs_loop_speedup``. CSV and JSON land in ``--out``.

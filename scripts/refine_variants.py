@@ -30,7 +30,7 @@ from graphwsss.data.records import IGNORE_INDEX
 from graphwsss.data.voc import VOCDataset
 from graphwsss.postprocess import clear_outside_boxes, dense_crf, upsample_probs
 from graphwsss.stages.evaluate import SegmentationEvaluator
-from graphwsss.stages.run import node_stride
+from graphwsss.stages.refine import node_stride
 
 
 def refine(sample, probs: np.ndarray, seeds: np.ndarray, variant: str) -> np.ndarray:

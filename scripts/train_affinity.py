@@ -24,7 +24,9 @@ from pathlib import Path
 from graphwsss.config import load_config
 from graphwsss.settings import RunSettings
 from graphwsss.stages.affinity import train_affinity
-from graphwsss.stages.run import Pipeline, RunPaths, open_dataset
+from graphwsss.stages import seeds as seeds_stage
+from graphwsss.stages.paths import RunContext, RunPaths
+from graphwsss.stages.run import open_dataset
 from graphwsss.utils.distributed import setup_process
 from graphwsss.utils.runtime import get_logger
 
@@ -45,8 +47,8 @@ def main() -> None:
     out = Path(args.out)
     seeds = Path(args.seeds) if args.seeds else out / "seeds"
     if not args.seeds:
-        pipeline = Pipeline(dataset, RunPaths(out), settings, device, context.is_main)
-        pipeline.seeds(context.shard(image_ids))
+        ctx = RunContext(dataset, RunPaths(out), settings, device, context.is_main)
+        seeds_stage.run(ctx, context.shard(image_ids))
         context.barrier()
     train_affinity(dataset, image_ids, seeds, out, settings, device, show_progress=context.is_main)
     if context.is_main:

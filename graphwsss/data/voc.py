@@ -17,7 +17,6 @@ Image-level tags are the classes named in ``Annotations``. Every problem with a 
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 import xml.etree.ElementTree as ElementTree

@@ -34,7 +34,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from graphwsss.graphs.grid import downsample_image  # noqa: F401  (re-exported)
-from graphwsss.utils.shapes import describe
+from graphwsss.utils.shapes import check_shape, describe
 
 IGNORE_INDEX = 255
 
@@ -109,23 +109,16 @@ def build_graph_builder(name: str, **options) -> GraphBuilder:
 def check_build_inputs(image: Tensor, features: Tensor, seed_labels: Tensor | None = None,
                        embedding: Tensor | None = None) -> tuple[int, int]:
     """Validate the arguments of :meth:`GraphBuilder.build`; return the grid size ``(h, w)``."""
-    if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"image must be [3, H, W], got {describe(image)}")
-    if not image.is_floating_point():
-        raise ValueError(f"image must be floating point in [0, 1], got {image.dtype}")
-    if not isinstance(features, Tensor) or features.ndim != 3:
-        raise ValueError(f"features must be [C, h, w], got {describe(features)}")
-    if not features.is_floating_point():
-        raise ValueError(f"features must be floating point, got {features.dtype}")
+    check_shape("image", image, "[3, H, W]", shape=(3, None, None), dtype="float",
+                what="tensor in [0, 1]")
+    check_shape("features", features, "[C, h, w]", dims=3, dtype="float")
     h, w = features.shape[-2:]
-    if seed_labels is not None and (not isinstance(seed_labels, Tensor)
-                                    or tuple(seed_labels.shape) != (h, w)):
-        raise ValueError(f"seed_labels must be [h, w] = [{h}, {w}] like features, "
-                         f"got {describe(seed_labels)}")
-    if embedding is not None and (not isinstance(embedding, Tensor) or embedding.ndim != 3
-                                  or tuple(embedding.shape[-2:]) != (h, w)):
-        raise ValueError(f"embedding must be [D, h, w] with h, w = {h}, {w} like features, "
-                         f"got {describe(embedding)}")
+    if seed_labels is not None:
+        check_shape("seed_labels", seed_labels, f"[h, w] = [{h}, {w}]", shape=(h, w),
+                    what="tensor like features")
+    if embedding is not None:
+        check_shape("embedding", embedding, f"[D, h, w] = [D, {h}, {w}]", shape=(None, h, w),
+                    what="tensor like features")
     return int(h), int(w)
 
 
@@ -141,15 +134,13 @@ def normalize_node_features(x: Tensor, eps: float = 1e-12) -> Tensor:
     Returns:
         ``[N, C]``.
     """
-    if x.ndim != 2:
-        raise ValueError(f"x must be [N, C], got shape {tuple(x.shape)}")
+    check_shape("x", x, "[N, C]", dims=2)
     return x / x.abs().sum(dim=1, keepdim=True).clamp_min(eps)
 
 
 def grid_node_features(features: Tensor, eps: float = 1e-12) -> Tensor:
     """``[C, h, w]`` grid features to ``[N, C]`` L1-normalised node features (3.15)."""
-    if features.ndim != 3:
-        raise ValueError(f"features must be [C, h, w], got shape {tuple(features.shape)}")
+    check_shape("features", features, "[C, h, w]", dims=3)
     return normalize_node_features(features.flatten(1).t(), eps=eps)
 
 
@@ -169,7 +160,7 @@ def node_seed_labels(seed_labels: Tensor | None, num_nodes: int,
     if seed_labels.numel() != num_nodes:
         raise ValueError(f"seed_labels has {seed_labels.numel()} entries for {num_nodes} nodes")
     if seed_labels.is_floating_point():
-        raise ValueError(f"seed_labels must be an integer tensor, got {seed_labels.dtype}")
+        raise ValueError(f"seed_labels must be an integer tensor, got {describe(seed_labels)}")
     return seed_labels.reshape(-1).to(device=device, dtype=torch.long)
 
 
@@ -202,6 +193,5 @@ def cell_node_index(data: Data) -> Tensor:
             raise ValueError(f"graph has {data.num_nodes} nodes for a {h}x{w} grid and no "
                              "cell_node mapping")
         return torch.arange(h * w, device=data.x.device)
-    if cell_node.shape != (h * w,):
-        raise ValueError(f"cell_node must be [h * w] = [{h * w}], got {tuple(cell_node.shape)}")
+    check_shape("cell_node", cell_node, f"[h * w] = [{h * w}]", shape=(h * w,))
     return cell_node

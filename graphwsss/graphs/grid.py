@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from graphwsss.utils.shapes import check_shape, describe
+
 WindowShape = Literal["disc", "square"]
 
 
@@ -59,11 +61,10 @@ def radius_offsets(radius: int, shape: WindowShape = "disc",
 
 def check_offsets(offsets: Tensor) -> None:
     """Raise ``ValueError`` unless ``offsets`` is an integer ``[O, 2]`` tensor."""
-    if not isinstance(offsets, Tensor) or offsets.ndim != 2 or offsets.shape[1] != 2:
-        shape = tuple(offsets.shape) if isinstance(offsets, Tensor) else type(offsets).__name__
-        raise ValueError(f"offsets must be a [O, 2] tensor of (dy, dx), got {shape}")
-    if offsets.is_floating_point() or offsets.is_complex():
-        raise ValueError(f"offsets must be an integer tensor, got {offsets.dtype}")
+    check_shape("offsets", offsets, "[O, 2]", shape=(None, 2), what="tensor of (dy, dx)")
+    if offsets.is_floating_point() or offsets.is_complex():    # bool passes, as before
+        raise ValueError(f"offsets must be an integer [O, 2] tensor of (dy, dx), "
+                         f"got {describe(offsets)}")
 
 
 def shift(t: Tensor, dy: int, dx: int, fill: float = 0.0) -> Tensor:
@@ -138,7 +139,7 @@ def pairwise_grid(fn: Callable[[Tensor, Tensor], Tensor], a: Tensor, offsets: Te
     """
     check_offsets(offsets)
     if a.ndim < 3:
-        raise ValueError(f"a must be [..., C, h, w], got shape {tuple(a.shape)}")
+        raise ValueError(f"a must be a [..., C, h, w] tensor, got {describe(a)}")
     height, width = a.shape[-2:]
     offset_list = [tuple(o) for o in offsets.tolist()]
     position = {o: k for k, o in enumerate(offset_list)}
@@ -179,9 +180,8 @@ def grid_to_edges(grid_weight: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]
         ``edge_index`` ``[2, E]`` long and ``edge_weight`` ``[E]`` (dtype of ``grid_weight``).
     """
     check_offsets(offsets)
-    if grid_weight.ndim != 3 or grid_weight.shape[0] != offsets.shape[0]:
-        raise ValueError(f"grid_weight must be [O, h, w] with O = {offsets.shape[0]}, "
-                         f"got shape {tuple(grid_weight.shape)}")
+    check_shape("grid_weight", grid_weight, f"[O, h, w] = [{offsets.shape[0]}, h, w]",
+                shape=(offsets.shape[0], None, None))
     _, height, width = grid_weight.shape
     device = grid_weight.device
     offsets = offsets.to(device)
@@ -208,11 +208,9 @@ def edges_to_grid(edge_index: Tensor, edge_weight: Tensor, offsets: Tensor,
         keeps one of its weights).
     """
     check_offsets(offsets)
-    if edge_index.ndim != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"edge_index must be [2, E], got shape {tuple(edge_index.shape)}")
-    if edge_weight.shape != edge_index.shape[1:]:
-        raise ValueError(f"edge_weight must be [E] = [{edge_index.shape[1]}], "
-                         f"got shape {tuple(edge_weight.shape)}")
+    check_shape("edge_index", edge_index, "[2, E]", shape=(2, None))
+    check_shape("edge_weight", edge_weight, f"[E] = [{edge_index.shape[1]}]",
+                shape=(edge_index.shape[1],))
     device = edge_weight.device
     offsets = offsets.to(device)
     source, target = edge_index.to(device)
@@ -249,8 +247,7 @@ def downsample_image(image: Tensor, h: int, w: int) -> Tensor:
     Returns:
         ``[3, h, w]`` or ``[B, 3, h, w]``.
     """
-    if image.ndim not in (3, 4):
-        raise ValueError(f"image must be [C, H, W] or [B, C, H, W], got shape {tuple(image.shape)}")
-    if not image.is_floating_point():
-        raise ValueError(f"image must be floating point (values in [0, 1]), got {image.dtype}")
+    if image.ndim not in (3, 4) or not image.is_floating_point():
+        raise ValueError(f"image must be a float [C, H, W] or [B, C, H, W] tensor in [0, 1], "
+                         f"got {describe(image)}")
     return F.adaptive_avg_pool2d(image, (int(h), int(w)))

@@ -51,6 +51,7 @@ from torch_geometric.data import Data
 
 from graphwsss.graphs.base import (IGNORE_INDEX, GraphBuilder, check_build_inputs,
                                    grid_positions, normalize_node_features, register_builder)
+from graphwsss.utils.shapes import check_shape, describe
 
 SuperpixelMethod = Literal["slic", "felzenszwalb"]
 SuperpixelEdgeWeight = Literal["rgb", "feature"]
@@ -76,9 +77,7 @@ def superpixel_labels(image: Tensor, method: SuperpixelMethod = "slic", segments
     """
     from skimage.segmentation import felzenszwalb, slic  # heavy import, only when used
 
-    if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[0] != 3:
-        shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-        raise ValueError(f"image must be [3, H, W], got {shape}")
+    check_shape("image", image, "[3, H, W]", shape=(3, None, None))
     check_superpixel_options(method, segments, compactness, scale, sigma, min_size)
     # scikit-image works on numpy: the only host round trip of the superpixel builder.
     pixels = image.detach().permute(1, 2, 0).to("cpu", torch.float64).clamp(0, 1).numpy()
@@ -149,9 +148,8 @@ def majority_cell_labels(cell_labels: Tensor, cell_node: Tensor, num_nodes: int,
         ``[N]`` long on ``cell_node.device``.
     """
     if cell_labels.is_floating_point() or cell_labels.numel() != cell_node.numel():
-        raise ValueError(f"cell_labels must be integer with one entry per cell "
-                         f"({cell_node.numel()}), got {cell_labels.dtype} shape "
-                         f"{tuple(cell_labels.shape)}")
+        raise ValueError(f"cell_labels must be an integer tensor with one entry per cell "
+                         f"({cell_node.numel()}), got {describe(cell_labels)}")
     if not 0 <= min_fraction <= 1:
         raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction!r}")
     device = cell_node.device
@@ -189,8 +187,7 @@ def region_adjacency(region: Tensor) -> Tensor:
         ``[2, P]`` long, each unordered pair once as ``(a, b)`` with ``a < b``, sorted.
     """
     if region.ndim != 2 or region.is_floating_point():
-        raise ValueError(f"region must be an integer [H, W] map, got {region.dtype} shape "
-                         f"{tuple(region.shape)}")
+        raise ValueError(f"region must be an integer [H, W] map, got {describe(region)}")
     first = torch.cat([region[:, :-1].reshape(-1), region[:-1, :].reshape(-1)])
     second = torch.cat([region[:, 1:].reshape(-1), region[1:, :].reshape(-1)])
     keep = (first != second) & (first >= 0) & (second >= 0)
@@ -306,7 +303,8 @@ class SuperpixelGraphBuilder(GraphBuilder):
             y = torch.full((num_nodes,), IGNORE_INDEX, dtype=torch.long, device=device)
         else:
             if seed_labels.is_floating_point():
-                raise ValueError(f"seed_labels must be an integer tensor, got {seed_labels.dtype}")
+                raise ValueError(f"seed_labels must be an integer tensor, got "
+                                 f"{describe(seed_labels)}")
             y = majority_cell_labels(seed_labels.to(device), cell_node, num_nodes,
                                      unanimous=True, min_fraction=self.min_seed_fraction)
         data = Data(x=x, edge_index=torch.stack([source[order], target[order]]),

@@ -106,10 +106,10 @@ def fsl_activations(scores: Tensor, labels: Tensor | None = None,
         raise ValueError(f"scores of the {variant} variant need at least one foreground class, "
                          f"got {channels} channels")
     if labels is not None:
-        if not isinstance(labels, Tensor) or tuple(labels.shape) != (batch, num_foreground):
-            raise ValueError(f"labels must be [B, K] = [{batch}, {num_foreground}] foreground tags "
-                             f"for {variant} scores of shape {tuple(scores.shape)}, got "
-                             f"{describe(labels)}")
+        check_shape("labels", labels, f"[B, K] = [{batch}, {num_foreground}]",
+                    shape=(batch, num_foreground),
+                    what=f"tensor of foreground tags for {variant} scores of shape "
+                         f"{tuple(scores.shape)}")
     if variant == "multinomial":
         return torch.softmax(scores, dim=1)
     if labels is None:

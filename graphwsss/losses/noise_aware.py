@@ -22,7 +22,6 @@ When ``Y' = Y`` everywhere :math:`\bar S` is empty and NAL equals CE.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

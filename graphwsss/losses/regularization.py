@@ -28,6 +28,7 @@ from torch import Tensor
 
 from graphwsss.graphs.grid import pairwise_grid, radius_offsets
 from graphwsss.graphs.rgbxy import rgbxy_kernel
+from graphwsss.utils.shapes import check_shape
 
 __all__ = ["PottsKernel", "potts_kernel", "potts_regularization"]
 
@@ -66,10 +67,7 @@ def potts_kernel(image_grid: Tensor, radius: int = 5, sigma_xy: float = 6.0,
     Returns:
         :class:`PottsKernel` on ``image_grid``'s device.
     """
-    if not isinstance(image_grid, Tensor) or image_grid.dim() != 3 or image_grid.shape[0] != 3:
-        shape_found = (tuple(image_grid.shape) if isinstance(image_grid, Tensor)
-                       else type(image_grid).__name__)
-        raise ValueError(f"image_grid must be a [3, h, w] tensor, got {shape_found!r}")
+    check_shape("image_grid", image_grid, "[3, h, w]", shape=(3, None, None))
     height, width = image_grid.shape[1:]
     device = image_grid.device
     offsets = radius_offsets(radius, shape=shape, device=device)
@@ -80,9 +78,8 @@ def potts_kernel(image_grid: Tensor, radius: int = 5, sigma_xy: float = 6.0,
     if valid_mask is None:
         num_nodes = torch.tensor(float(height * width), device=device, dtype=weight.dtype)
     else:
-        if tuple(valid_mask.shape) != (height, width):
-            raise ValueError(f"valid_mask must be [h, w] = {(height, width)}, "
-                             f"got {tuple(valid_mask.shape)}")
+        check_shape("valid_mask", valid_mask, f"[h, w] = [{height}, {width}]",
+                    shape=(height, width), what="mask")
         valid = valid_mask.to(device=device, dtype=weight.dtype)
         weight = weight * pairwise_grid(_product, valid[None], offsets)   # valid_i * valid_j
         num_nodes = valid.sum().clamp(min=1.0)
@@ -110,8 +107,7 @@ def potts_regularization(probs: Tensor, image_grid: Tensor | None = None, radius
         - probs: ``[K, h, w]``; image_grid: ``[3, h, w]``; valid_mask: ``[h, w]``
         - output: ``[]``
     """
-    if not isinstance(probs, Tensor) or probs.dim() != 3:
-        raise ValueError("probs must be a [K, h, w] tensor")
+    check_shape("probs", probs, "[K, h, w]", dims=3)
     if kernel is None:
         if image_grid is None:
             raise ValueError("give image_grid or a precomputed kernel")

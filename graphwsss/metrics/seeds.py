@@ -14,6 +14,8 @@ truth, coverage is undefined (NaN) too.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from graphwsss.metrics.confusion import check_label_pair, percent_or_none
@@ -83,3 +85,36 @@ class SeedQuality:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(ignore_index={self.ignore_index}, "
                 f"correct={self.correct}, labelled={self.labelled}, valid={self.valid})")
+
+
+def seed_classes(seeds: np.ndarray, ignore_index: int = 255) -> list[int]:
+    """The classes (0 background, 1..K) that a ``[H, W]`` seed map labels somewhere."""
+    return [int(c) for c in np.unique(seeds) if c != ignore_index]
+
+
+@dataclass
+class SingleClassImages:
+    """Images whose pseudo label is one class over the whole image, and images whose seeds hold
+    fewer than two classes: the signs of seeds that nothing can be learned from."""
+
+    labels: list[str] = field(default_factory=list)
+    seeds: list[str] = field(default_factory=list)
+
+    SHOWN = 20                                # ids listed in metrics.json
+
+    def update(self, image_id: str, label: np.ndarray, seeds: np.ndarray) -> None:
+        if label.size and (label == label.flat[0]).all():
+            self.labels.append(image_id)
+        if len(seed_classes(seeds)) < 2:
+            self.seeds.append(image_id)
+
+    def merge(self, other: "SingleClassImages") -> "SingleClassImages":
+        self.labels += other.labels
+        self.seeds += other.seeds
+        return self
+
+    def summary(self) -> dict:
+        return {"single_class_labels": len(self.labels),
+                "single_class_label_ids": sorted(self.labels)[:self.SHOWN],
+                "seeds_single_class": len(self.seeds),
+                "seeds_single_class_ids": sorted(self.seeds)[:self.SHOWN]}

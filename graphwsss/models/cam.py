@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphwsss.models.backbone import Backbone, BackboneNetwork
+from graphwsss.utils.shapes import check_shape, describe
 
 Activation = Literal["sigmoid", "softmax"]
 Classifier = Literal["linear", "cosine"]
@@ -131,15 +132,14 @@ class CAMNet(BackboneNetwork):
         the last dimension, or BAP's pooled features and prototypes)."""
         weight = self.classifier_weight()
         if features.shape[-1] != weight.shape[1]:
-            raise ValueError(f"features must end in the feature size {weight.shape[1]}, got "
-                             f"shape {tuple(features.shape)}")
+            raise ValueError(f"features must be a [..., D] = [..., {weight.shape[1]}] tensor, got "
+                             f"{describe(features)}")
         if self.classifier_kind == "cosine":
             return self.cosine_scale * F.normalize(features, dim=-1) @ F.normalize(weight, dim=1).T
         return features @ weight.T
 
     def forward(self, images: Tensor) -> CAMOutput:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
+        check_shape("images", images, "[B, 3, H, W]", shape=(None, 3, None, None))
         features = self.backbone(images)[-1]
         grid = (-(-images.shape[-2] // self.stride), -(-images.shape[-1] // self.stride))
         if tuple(features.shape[-2:]) != grid:
@@ -161,14 +161,12 @@ class CAMNet(BackboneNetwork):
             - output: ``[B, K, h, w]``
         """
         expected = self.num_classes + (1 if self.has_background else 0)
-        if logits.ndim != 4 or logits.shape[1] != expected:
-            raise ValueError(f"logits must be [B, {expected}, h, w], got shape "
-                             f"{tuple(logits.shape)}")
+        check_shape("logits", logits, f"[B, C, h, w] = [B, {expected}, h, w]",
+                    shape=(None, expected, None, None))
         present = None
         if labels is not None:
-            if tuple(labels.shape) != (logits.shape[0], self.num_classes):
-                raise ValueError(f"labels must be [B, K] = [{logits.shape[0]}, "
-                                 f"{self.num_classes}], got shape {tuple(labels.shape)}")
+            check_shape("labels", labels, f"[B, K] = [{logits.shape[0]}, {self.num_classes}]",
+                        shape=(logits.shape[0], self.num_classes))
             present = labels.to(device=logits.device, dtype=torch.bool)[:, :, None, None]
         if self.has_background:
             foreground = logits[:, 1:]

@@ -37,6 +37,7 @@ from torch.nn import Parameter
 
 from graphwsss.graphs.grid import check_offsets, grid_to_edges
 from graphwsss.nn.csr import CsrAdjacency
+from graphwsss.utils.shapes import check_shape, describe
 
 
 def draw_uniform(shape: Sequence[int], low: float, high: float,
@@ -127,31 +128,26 @@ def check_propagator_inputs(x: Tensor, edge_index: Optional[Tensor], edge_weight
         check_offsets(offsets)
         batch, channels, height, width = x.shape
         expected = (batch, offsets.shape[0], height, width)
-        if tuple(grid_weight.shape) != expected:
-            raise ValueError(f"grid_weight must be [B, O, H, W] = {list(expected)}, got shape "
-                             f"{tuple(grid_weight.shape)}")
+        check_shape("grid_weight", grid_weight, f"[B, O, H, W] = {list(expected)}", shape=expected)
         if node_mask is None:
             node_mask = (grid_weight > 0).any(dim=1)
-        if tuple(node_mask.shape) != (batch, height, width):
-            raise ValueError(f"node_mask must be [B, H, W] = {[batch, height, width]}, got shape "
-                             f"{tuple(node_mask.shape)}")
+        check_shape("node_mask", node_mask, f"[B, H, W] = {[batch, height, width]}",
+                    shape=(batch, height, width), what="mask")
     elif x.ndim == 3:
         if edge_index is None:
             raise ValueError("node features [B, Nmax, F] need edge_index (and edge_weight)")
         batch, num_nodes, channels = x.shape
         if node_mask is None:
             node_mask = torch.ones(batch, num_nodes, dtype=torch.bool, device=x.device)
-        if tuple(node_mask.shape) != (batch, num_nodes):
-            raise ValueError(f"node_mask must be [B, Nmax] = {[batch, num_nodes]}, got shape "
-                             f"{tuple(node_mask.shape)}")
-        if edge_index.ndim != 2 or edge_index.shape[0] != 2:
-            raise ValueError(f"edge_index must be [2, E], got shape {tuple(edge_index.shape)}")
-        if edge_weight is not None and edge_weight.shape != edge_index.shape[1:]:
-            raise ValueError(f"edge_weight must be [E] = [{edge_index.shape[1]}], got shape "
-                             f"{tuple(edge_weight.shape)}")
+        check_shape("node_mask", node_mask, f"[B, Nmax] = {[batch, num_nodes]}",
+                    shape=(batch, num_nodes), what="mask")
+        check_shape("edge_index", edge_index, "[2, E]", shape=(2, None))
+        if edge_weight is not None:
+            check_shape("edge_weight", edge_weight, f"[E] = [{edge_index.shape[1]}]",
+                        shape=(edge_index.shape[1],))
     else:
-        raise ValueError(f"x must be [B, F, H, W] (grid) or [B, Nmax, F] (edges), got shape "
-                         f"{tuple(x.shape)}")
+        raise ValueError(f"x must be a [B, F, H, W] (grid) or [B, Nmax, F] (edges) tensor, "
+                         f"got {describe(x)}")
     if batch != num_images:
         raise ValueError(f"the model was built for {num_images} images, got a batch of {batch}")
     if channels != in_channels:

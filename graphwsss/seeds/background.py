@@ -59,7 +59,11 @@ def add_background_seeds(seeds: np.ndarray, cams: np.ndarray,
         the new background seeds.
     """
     if seeds.ndim != 2 or cams.ndim != 3 or cams.shape[1:] != seeds.shape:
-        raise ValueError(f"seeds {seeds.shape} must be [H, W] and cams {cams.shape} [K, H, W]")
+        # Imported here: it loads torch, which this numpy module otherwise does not need.
+        from graphwsss.utils.shapes import describe
+
+        raise ValueError(f"seeds must be a [H, W] array and cams a [K, H, W] array of the same "
+                         f"H, W, got seeds {describe(seeds)} and cams {describe(cams)}")
     for name, other in (("annotations", annotations), ("segments", segments)):
         if other is not None and other.shape != seeds.shape:
             raise ValueError(f"{name} {other.shape} and seeds {seeds.shape} differ in size")

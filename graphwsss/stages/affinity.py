@@ -112,6 +112,20 @@ class AffinityObjective:
                              valid_mask=batch["valid"])
 
 
+def run(ctx, image_ids: list[str]) -> AffinityNet | None:
+    """The affinity stage of a run (``graph.builder=affinity`` only, else ``None``): the CNN
+    trained on the seeds of every image in ``image_ids`` (DDP under torchrun), from
+    ``affinity_seeds/`` where the run wrote them (scribble, point), else ``seeds/``; its files in
+    ``<run>/affinity/``. ``ctx``: the run's :class:`~graphwsss.stages.paths.RunContext`."""
+    if ctx.settings.graph.builder != "affinity":
+        return None
+    paths = ctx.paths
+    log.info("stage affinity: CNN on the seeds of %d images -> %s", len(image_ids), paths.affinity)
+    seed_dir = paths.affinity_seeds if paths.affinity_seeds.is_dir() else paths.seeds
+    return train_affinity(ctx.dataset, image_ids, seed_dir, paths.affinity, ctx.settings,
+                          ctx.device, show_progress=ctx.show_progress)
+
+
 def train_affinity(dataset: VOCDataset, image_ids: list[str], seed_dir: str | Path,
                    out_dir: str | Path, settings: RunSettings, device: torch.device,
                    show_progress: bool = True) -> AffinityNet:

@@ -45,6 +45,7 @@ from graphwsss.postprocess.crf import dense_crf
 from graphwsss.postprocess.upsample import upsample_probs
 from graphwsss.seeds.fusion import top_fraction_cam_seeds
 from graphwsss.settings import CRFSettings, RunSettings
+from graphwsss.stages.manifest import uses_cams
 from graphwsss.training import AugmentedImageSet, load_trained_weights, train_network
 from graphwsss.utils.io import atomic_path, inside
 from graphwsss.utils.runtime import get_logger
@@ -363,6 +364,31 @@ def infer_cams(network: CAMNet, dataset: VOCDataset, image_ids: list[str], out_d
                             settings.cam.inference_flip)
         write_cams(cam_path(out_dir, image_id), cams)
     return folder
+
+
+def run(ctx, image_ids: list[str], own_ids: list[str]) -> None:
+    """The cam stage of a run: train the CAM network on every image's tags (DDP under torchrun)
+    and write this rank's CAMs ``<run>/cams/<id>.npy``; for scribble, point and image
+    supervision, and box runs with ``seeds.cam_fusion`` (:func:`uses_cams`). ``ctx`` is the
+    run's :class:`~graphwsss.stages.paths.RunContext`; ``own_ids`` this rank's images."""
+    # Decided on all images, so that every rank takes part in the DDP training or none.
+    if not uses_cams(ctx.settings) or all(ctx.paths.cams(i).is_file() for i in image_ids):
+        return
+    settings = ctx.settings
+    log.info("stage cam: %s pooling, %s FSL, on the tags of %d images -> %s",
+             settings.cam.pooling, settings.cam.fsl, len(image_ids), ctx.paths.cam)
+    network = train_cam(ctx.dataset, image_ids, ctx.paths.cam, settings, ctx.device,
+                        show_progress=ctx.show_progress)
+    infer_cams(network, ctx.dataset, own_ids, ctx.paths.root, settings, ctx.device,
+               show_progress=ctx.show_progress)
+
+
+def load_image_cams(ctx, sample) -> np.ndarray | None:
+    """The image's CAMs ``[K, H, W]`` written by :func:`run`, ``None`` in runs without CAMs."""
+    if not uses_cams(ctx.settings):
+        return None
+    return read_cams(ctx.paths.cams(sample.image_id), ctx.dataset.num_classes - 1,
+                     (sample.height, sample.width))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,10 @@
-"""Evaluation stage: pseudo labels in a folder against a data set's ground truth (method §8)."""
+"""The evaluate stage (docs/method.md §8): pseudo labels against a data set's ground truth.
+
+In a run, :func:`run` scores ``pseudo_labels/`` (mIoU, contour F per class), ``seeds/`` (seed
+precision and coverage) and counts single-class labels and seeds; with the run's timing and the
+refinement rounds (``segmenter/rounds.json``) it writes ``metrics.json``. ``graphwsss evaluate``
+scores any folder of label PNGs (:func:`evaluate_folder`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,9 @@ from tqdm import tqdm
 from graphwsss.data.errors import DataError
 from graphwsss.data.palette import read_label_png
 from graphwsss.data.voc import VOCDataset
-from graphwsss.metrics import ConfusionMatrix, ContourFScore
+from graphwsss.data.resize import upscale_label
+from graphwsss.metrics import (ConfusionMatrix, ContourFScore, SeedQuality,
+                               SingleClassImages)
 from graphwsss.utils.io import atomic_write
 from graphwsss.utils.runtime import get_logger
 
@@ -43,6 +51,56 @@ class SegmentationEvaluator:
         result.update(self.contour.summary(self.class_names))
         result["images"] = self.images
         return result
+
+
+def run(ctx, image_ids: list[str], own_ids: list[str], context, extra: dict | None = None
+        ) -> dict | None:
+    """Score the run's pseudo labels and seeds of ``image_ids`` (this rank: ``own_ids``; the
+    partials are gathered on rank 0 through ``context``) and write ``metrics.json`` with
+    ``extra`` (timing) and the refinement rounds. Returns the metrics on rank 0 when the data
+    set has ground truth, else ``None``."""
+    if not ctx.dataset.has_ground_truth:
+        return None
+    log.info("stage evaluate: %d images", len(own_ids))
+    partials = context.gather(score_run(ctx, own_ids))
+    if not context.is_main:
+        return None
+    evaluator, seed_quality, single_class = partials[0]
+    for other_evaluator, other_seeds, other_single in partials[1:]:
+        evaluator.merge(other_evaluator)
+        seed_quality.merge(other_seeds)
+        single_class.merge(other_single)
+    rounds = ctx.paths.root / "segmenter" / "rounds.json"
+    metrics = {**evaluator.summary(), **seed_quality.summary(), **single_class.summary(),
+               **(extra or {}),
+               **({"rounds": json.loads(rounds.read_text())} if rounds.is_file() else {})}
+    write_metrics(ctx.paths.root / "metrics.json", metrics)
+    log.info("mIoU %.2f, contour F %.2f, seed precision %s, coverage %s -> %s",
+             metrics["miou"], metrics["contour_f"], metrics["seed_precision"],
+             metrics["seed_coverage"], ctx.paths.root / "metrics.json")
+    if single_class.labels:
+        log.warning("%d of %d pseudo labels are one class over the whole image (%s); "
+                    "%d images' seeds hold fewer than two classes (metrics.json)",
+                    len(single_class.labels), metrics["images"],
+                    ", ".join(metrics["single_class_label_ids"]), len(single_class.seeds))
+    return metrics
+
+
+def score_run(ctx, image_ids: list[str]
+              ) -> tuple[SegmentationEvaluator, SeedQuality, SingleClassImages]:
+    """The accumulators of :func:`run` over ``image_ids`` (mergeable across ranks)."""
+    evaluator = SegmentationEvaluator(ctx.dataset.class_names)
+    seed_quality = SeedQuality()
+    single_class = SingleClassImages()
+    for image_id in ctx.progress(image_ids, "evaluate"):
+        ground_truth = ctx.dataset.ground_truth(image_id)
+        label = read_label_png(ctx.paths.pseudo_label(image_id))
+        seeds = read_label_png(ctx.paths.seed(image_id))
+        seeds = upscale_label(seeds, ground_truth.shape)   # seeds at max_side: full size
+        evaluator.update(label, ground_truth)
+        seed_quality.update(seeds, ground_truth)
+        single_class.update(image_id, label, seeds)
+    return evaluator, seed_quality, single_class
 
 
 def evaluate_folder(data_root: str | os.PathLike, prediction_dir: str | os.PathLike,

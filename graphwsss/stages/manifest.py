@@ -25,12 +25,15 @@ from graphwsss.utils.runtime import get_logger
 
 log = get_logger(__name__)
 
-STAGES = ("cam", "seeds", "affinity", "propagation", "refine")
+STAGES = ("cam", "seeds", "affinity", "propagation", "refine", "segment")
 # What each stage writes (folders and files under the run folder), in stage order.
 STAGE_OUTPUTS = {"cam": ("cam", "cams"), "seeds": ("seeds", "affinity_seeds"),
                  "affinity": ("affinity",), "propagation": ("probabilities",),
-                 "refine": ("pseudo_labels", "instances", "segmenter")}
+                 "refine": ("pseudo_labels", "instances", "annotations.json"),
+                 "segment": ("segmenter",)}
 RUN_OUTPUTS = ("metrics.json", "report.html")   # made from every stage: always redone
+# Every stage of a run, in order: the file stages above, then the run-level ones.
+RUN_STAGES = STAGES + ("evaluate", "report")
 MANIFEST = "stages.json"
 
 # Keys (dotted prefixes) that change nothing in any output.
@@ -92,7 +95,7 @@ def stage_keys(settings: RunSettings) -> dict[str, dict[str, Any]]:
         keys["propagation"].update(pick("cam.background_power", "cam.random_walk_share"))
     keys["refine"] = {**keys["propagation"], **pick("crf")}
     if settings.segmenter.rounds:     # refinement rounds replace the pseudo labels (§9)
-        keys["refine"].update(pick("segmenter"))
+        keys["segment"] = {**keys["refine"], **pick("segmenter")}
     return keys
 
 
@@ -171,6 +174,63 @@ def check_stages(root: Path, settings: RunSettings, force: bool = False) -> dict
         remove_outputs(root, later)
         return {name: value for name, value in manifest.items() if name not in later}
     return manifest
+
+
+def parse_stages(text: str) -> tuple[str, ...]:
+    """``"refine,evaluate"`` -> the named stages in run order (:class:`ConfigError` for a name
+    that is not a stage, or none at all)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in RUN_STAGES]
+    if unknown or not names:
+        problem = f"unknown stage {', '.join(unknown)}" if unknown else "no stage named"
+        raise ConfigError(f"--stages {text!r}: {problem}; the stages are {', '.join(RUN_STAGES)}")
+    return tuple(stage for stage in RUN_STAGES if stage in names)
+
+
+def plan_stages(root: Path, settings: RunSettings, stages: tuple[str, ...],
+                delete: bool = True) -> dict[str, dict]:
+    """Prepare a run of ``stages`` only (in run order): every stage this run uses before the
+    first named file stage must have been made with the current settings (else
+    :class:`ConfigError`: its files would not match), every stage used between the named ones
+    must be named too (it reads what the one before writes); then (``delete``) the files of the
+    named stages and of every later one are deleted, with metrics.json and report.html.
+    Returns the manifest of the stages kept."""
+    current = stage_keys(settings)
+    used = [stage for stage in STAGES if stage in current]
+    named = [stage for stage in used if stage in stages]
+    skipped = [stage for stage in stages if stage in STAGES and stage not in current]
+    if skipped:
+        log.info("--stages: %s not used by this run's settings", ", ".join(skipped))
+    if named:
+        between = [stage for stage in used[used.index(named[0]):used.index(named[-1])]
+                   if stage not in named]
+        if between:
+            raise ConfigError(f"--stages {','.join(stages)}: {', '.join(between)} lies between "
+                              f"the stages named and reads what they write; add it to --stages")
+    first = used.index(named[0]) if named else len(used)
+    manifest = read_manifest(root)
+    for stage in used[:first]:
+        entry = manifest.get(stage)
+        if entry is None:
+            continue                      # checked by the stage itself: its inputs are missing
+        changed = _differences(entry["settings"], current[stage],
+                               legacy=entry.get("legacy", False))
+        if changed:
+            shown = ", ".join(f"{key} ({_show(entry['settings'].get(key, _MISSING))} -> "
+                              f"{_show(current[stage].get(key, _MISSING))})" for key in changed[:6])
+            raise ConfigError(f"{root}: settings {shown} differ from those that made the {stage} "
+                              f"stage's outputs; add {stage} to --stages, or run without --stages "
+                              "and with --force")
+    later = tuple(STAGES[STAGES.index(used[first]):]) if named else ()
+    if delete and later:
+        stale = [stage for stage in later if stage in current and stage not in named]
+        log.info("--stages: recomputing %s; deleting their outputs%s", ", ".join(named),
+                 f" and the stale ones of {', '.join(stale)}" if stale else "")
+        remove_outputs(root, later)
+    elif delete and "evaluate" in stages:
+        for name in RUN_OUTPUTS:
+            (root / name).unlink(missing_ok=True)
+    return {name: value for name, value in manifest.items() if name not in later}
 
 
 def _show(value: Any) -> str:

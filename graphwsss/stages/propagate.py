@@ -1,4 +1,12 @@
-"""Batched transductive training of a propagator on many images' graphs (docs/method.md §6).
+"""The propagation stage (docs/method.md §6): seeds and graphs to node probabilities.
+
+:func:`run` reads ``seeds/<id>.png`` (and, for image tags, ``cams/<id>.npy``), builds each
+image's graph (:mod:`graphwsss.stages.graph`), trains the propagator and writes
+``probabilities/<id>.npy``: float16 ``[K, h, w]`` on the node grid, ``h = ceil(H / s)``, before
+any class restriction or CRF (those are the refine stage's). Images with probabilities (or a
+pseudo label) are skipped.
+
+Batched transductive training of a propagator on many images' graphs:
 
 Each image gets a fresh model; :func:`train_propagator` trains a chunk of images as one batched
 problem (parameters with a leading image dimension, per-image losses summed), which gives each
@@ -25,10 +33,10 @@ import zlib
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
-from torch_geometric.data import Data
-from tqdm import trange
+from tqdm import tqdm, trange
 
 from graphwsss.data.records import IGNORE_INDEX
 from graphwsss.graphs.base import cell_node_index
@@ -36,49 +44,72 @@ from graphwsss.graphs.grid import downsample_image, radius_offsets
 from graphwsss.losses import (consistency_check, multi_point_loss, potts_kernel,
                               potts_regularization, seed_cross_entropy, select_multi_points)
 from graphwsss.nn import build_propagator
+from graphwsss.nn.random_walk import random_walk_probabilities, seed_label_probabilities
 from graphwsss.settings import PropagatorSettings, RunSettings
+from graphwsss.stages.cam import load_image_cams
+from graphwsss.stages.graph import (PropagationItem, build_item, make_builder, node_source,
+                                    typical_nodes)
+from graphwsss.stages.paths import RunContext
 from graphwsss.utils import get_logger
+from graphwsss.utils.io import atomic_path
 
 BYTES_PER_FLOAT = 4
 log = get_logger(__name__)
 
 
-@dataclass
-class PropagationItem:
-    """One image's propagation problem.
+def run(ctx: RunContext, image_ids: list[str], affinity_network=None) -> None:
+    """Write ``probabilities/<id>.npy`` for every image in ``image_ids`` that has neither
+    probabilities nor a pseudo label, in batches of ``propagator.batch_images`` (0: as many as
+    ``propagator.memory_budget_gb`` allows). ``affinity_network``: the affinity stage's CNN
+    (``graph.builder=affinity``; else loaded from ``affinity.training.checkpoint`` or the run)."""
+    settings, paths = ctx.settings, ctx.paths
+    todo = [image_id for image_id in image_ids
+            if not (paths.probabilities(image_id).is_file()
+                    or paths.pseudo_label(image_id).is_file())]
+    log.info("stage propagation: %d images (%d already done), propagator %s on %s graphs, "
+             "device %s -> %s", len(todo), len(image_ids) - len(todo),
+             settings.propagator.name, settings.graph.builder, ctx.device,
+             paths.root / "probabilities")
+    if not todo:
+        return
+    source = node_source(settings, ctx.device, paths.affinity, affinity_network)
+    builder = make_builder(settings.graph)
+    batch_size = settings.propagator.batch_images or estimate_batch_size(
+        source.channels, ctx.dataset.num_classes, typical_nodes(ctx.dataset, source.stride),
+        settings)
+    progress = tqdm(total=len(todo), desc="propagation", disable=not ctx.show_progress,
+                    leave=False)
+    for start in range(0, len(todo), batch_size):
+        samples = [ctx.dataset.load(image_id) for image_id in todo[start:start + batch_size]]
+        items = [build_item(sample, paths.seed(sample.image_id), source, builder, ctx.device)
+                 for sample in samples]
+        probabilities = train_propagator(items, settings.propagator, ctx.dataset.num_classes,
+                                         ctx.device, seed=settings.seed,
+                                         show_progress=ctx.show_progress)
+        for sample, item, probs in zip(samples, items, probabilities):
+            if settings.supervision == "image":
+                probs = fuse_random_walk(item, probs, load_image_cams(ctx, sample), settings)
+            with atomic_path(paths.probabilities(sample.image_id)) as tmp:
+                np.save(tmp, probs.detach().cpu().numpy().astype(np.float16))
+        progress.update(len(samples))
+    progress.close()
 
-    Attributes:
-        graph: any graph of :mod:`graphwsss.graphs` (``x`` ``[N, F]``, ``edge_index``,
-            ``edge_attr``, ``y`` ``[N]`` node seeds, ``grid_shape``; optional ``cell_node``
-            ``[h * w]`` for graphs whose nodes are not the grid cells, ``grid_weight``
-            ``[O, h, w]`` and ``offsets`` for grid radius graphs).
-        image: ``[3, H, W]`` float RGB in ``[0, 1]``.
-        pixel_seeds: ``[H, W]`` long seeds at image size (255 unknown).
-        boxes, box_classes: ``[M, 4]`` boxes on the node grid and ``[M]`` their classes.
-        stride: pixels per node along each axis.
-    """
 
-    image_id: str
-    graph: Data
-    image: Tensor
-    pixel_seeds: Tensor
-    boxes: Tensor
-    box_classes: Tensor
-    stride: int
-
-    @property
-    def grid_shape(self) -> tuple[int, int]:
-        return tuple(self.graph.grid_shape)
-
-    @property
-    def is_grid_graph(self) -> bool:
-        """A radius graph on the grid cells, usable by the tiled ``"grid"`` layout."""
-        return (getattr(self.graph, "grid_weight", None) is not None
-                and getattr(self.graph, "cell_node", None) is None)
-
-    def cell_seeds(self) -> Tensor:
-        """``[h, w]`` seeds of the grid cells: each cell takes its node's seed ``y``."""
-        return self.graph.y[cell_node_index(self.graph)].view(self.grid_shape)
+def fuse_random_walk(item: PropagationItem, probs: Tensor, cams: np.ndarray,
+                     settings: RunSettings) -> Tensor:
+    """Image tags (§2): the propagator's ``[K, h, w]`` probabilities fused with the random walk
+    of the CAM scores ``cams`` ``[K - 1, H, W]`` over the same graph, 1 : 3
+    (``cam.random_walk_share``)."""
+    grid = downsample_image(torch.from_numpy(cams).to(probs.device), *item.grid_shape)
+    background = (1 - grid.max(dim=0, keepdim=True).values).clamp_min(0)
+    scores = torch.cat([background ** settings.cam.background_power, grid]).clamp_min(1e-5)
+    walked = random_walk_probabilities(item.graph, scores / scores.sum(0, keepdim=True),
+                                       beta=settings.propagator.rw_beta,
+                                       log_steps=settings.propagator.rw_log_steps,
+                                       method=settings.propagator.rw_method,
+                                       tolerance=settings.propagator.rw_tolerance)
+    share = settings.cam.random_walk_share
+    return (1 - share) * probs + share * walked
 
 
 def image_generator(seed: int, image_id: str, device: torch.device) -> torch.Generator:
@@ -354,8 +385,6 @@ def random_walk_items(items: list[PropagationItem], settings: PropagatorSettings
     covering them, or over all classes without boxes) walked over the graph with
     ``rw_beta`` / ``rw_log_steps`` (``rw_method``, ``rw_tolerance``). Returns ``[K, h, w]`` per
     image."""
-    from graphwsss.nn.random_walk import random_walk_probabilities, seed_label_probabilities
-
     results = []
     for item in items:
         seeds = item.cell_seeds().to(device)

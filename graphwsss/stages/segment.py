@@ -26,7 +26,6 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -43,11 +42,11 @@ from graphwsss.data.voc import IMAGE_SUFFIXES
 from graphwsss.losses.noise_aware import segmentation_loss
 from graphwsss.models.registry import build_backbone
 from graphwsss.models.segmenter import Segmenter
-from graphwsss.postprocess import (clear_outside_boxes, dense_crf, instances_from_boxes,
-                                   instances_to_coco, upsample_probs, write_instance_png)
-from graphwsss.settings import CRFSettings, RunSettings, SegmenterSettings
+from graphwsss.postprocess import (clear_outside_boxes, upsample_probs)
+from graphwsss.settings import RunSettings, SegmenterSettings
 from graphwsss.stages.evaluate import SegmentationEvaluator
-from graphwsss.stages.run import allowed_classes, node_stride
+from graphwsss.stages.refine import (node_stride, probabilities_to_label,
+                                     restrict_to_weak_labels, write_pseudo_label)
 from graphwsss.training.augment import augment
 from graphwsss.training.dataset import AugmentedImageSet
 from graphwsss.training.loop import load_trained_weights, train_network
@@ -64,16 +63,6 @@ OUTPUT_STRIDE = 8
 # --------------------------------------------------------------------------------------------
 # Labels
 # --------------------------------------------------------------------------------------------
-
-def restrict_to_weak_labels(sample: Sample, full: np.ndarray, supervision: str) -> np.ndarray:
-    """``[C, H, W]`` probabilities restricted as a run restricts them (§7): box runs clear every
-    class outside its own boxes; other runs clear the classes the weak labels do not name."""
-    if supervision == "box":
-        return clear_outside_boxes(full, sample.boxes)
-    full = full.copy()
-    full[np.setdiff1d(np.arange(full.shape[0]), allowed_classes(sample, supervision))] = 0.0
-    return full
-
 
 @dataclass
 class LabelSource:
@@ -323,22 +312,6 @@ def predict_probabilities(network: Segmenter, image: np.ndarray, scales, device)
     return (total / (2 * len(scales))).cpu().numpy()
 
 
-def refine_prediction(image: np.ndarray, probs: np.ndarray, crf: CRFSettings | None,
-                      restrict: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """Probabilities to a ``[H, W]`` uint8 label: restricted, DenseCRF (``crf``, unless
-    ``None``), restricted again, arg-max (as a run refines its pseudo labels, §7)."""
-    if restrict is not None:
-        probs = restrict(probs)
-    if crf is not None:
-        probs = dense_crf(image, probs, iterations=crf.iterations,
-                          gaussian_sxy=crf.gaussian_sxy, gaussian_compat=crf.gaussian_compat,
-                          bilateral_sxy=crf.bilateral_sxy, bilateral_srgb=crf.bilateral_srgb,
-                          bilateral_compat=crf.bilateral_compat)
-        if restrict is not None:
-            probs = restrict(probs)
-    return probs.argmax(axis=0).astype(np.uint8)
-
-
 @dataclass
 class PredictResult:
     written: list[Path] = field(default_factory=list)
@@ -388,7 +361,7 @@ def predict_folder(model: str | Path, images: str | Path, out: str | Path,
             if annotations is not None:
                 restrict = _restriction(annotations, path.stem, image.shape[:2], result)
             probs = predict_probabilities(loaded.network, image, scales, device)
-            label = refine_prediction(image, probs, settings.crf if crf else None, restrict)
+            label = probabilities_to_label(image, probs, settings.crf if crf else None, restrict)
             result.written.append(write_label_png(inside(out, f"{path.stem}.png"), label))
         except (DataError, OSError, ValueError, RuntimeError) as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -424,17 +397,18 @@ def _restriction(annotations, image_id: str, size: tuple[int, int], result: Pred
 # Refinement rounds of a run
 # --------------------------------------------------------------------------------------------
 
-def refinement_rounds(dataset, paths, settings: RunSettings, device: torch.device,
-                      image_ids: list[str], own_ids: list[str], context,
-                      show_progress: bool = True) -> list[dict] | None:
-    """``segmenter.rounds`` rounds (§9): train the segmenter on the current pseudo labels
-    (``Y``; ``Y'`` from ``probabilities/``), predict every training image (multi-scale + flip,
-    DenseCRF when ``crf.enabled``, classes restricted to the weak labels) as the next labels.
+def run(ctx, image_ids: list[str], own_ids: list[str], context) -> list[dict] | None:
+    """The segment stage of a run: ``segmenter.rounds`` refinement rounds (§9); nothing when it
+    is 0. Train the segmenter on the current pseudo labels (``Y``; ``Y'`` from
+    ``probabilities/``), predict every training image (multi-scale + flip, DenseCRF when
+    ``crf.enabled``, classes restricted to the weak labels) as the next labels.
     The run's labels (round 0) are kept in ``segmenter/round_0/``, round ``r``'s network and
     labels in ``segmenter/round_<r>/``; the last round's labels replace ``pseudo_labels/`` (and
-    box runs' instances). Resumable. Returns (rank 0, with ground truth) one entry per round,
-    round 0 first: ``round``, ``miou``, ``contour_f`` and ``seconds`` (training + prediction);
-    ``None`` when ``segmenter.rounds`` is 0."""
+    box runs' instances). Resumable. With ground truth, rank 0 writes and returns one entry per
+    round, round 0 first (``segmenter/rounds.json``, read into ``metrics.json``): ``round``,
+    ``miou``, ``contour_f`` and ``seconds`` (training + prediction)."""
+    dataset, paths, settings, device = ctx.dataset, ctx.paths, ctx.settings, ctx.device
+    show_progress = ctx.show_progress
     rounds = settings.segmenter.rounds
     if not rounds:
         return None
@@ -473,8 +447,8 @@ def refinement_rounds(dataset, paths, settings: RunSettings, device: torch.devic
         folders.append(predicted)
         labels = predicted
     for image_id in own_ids:        # the last round's labels become the run's pseudo labels
-        _replace_pseudo_label(dataset, paths, image_id, read_label_png(labels / f"{image_id}.png"),
-                              settings.supervision)
+        write_pseudo_label(paths, dataset.load(image_id),
+                           read_label_png(labels / f"{image_id}.png"))
     context.barrier()
     if not (context.is_main and dataset.has_ground_truth):
         return None
@@ -488,6 +462,7 @@ def refinement_rounds(dataset, paths, settings: RunSettings, device: torch.devic
         history.append({"round": index, "miou": summary["miou"],
                         "contour_f": summary["contour_f"], "seconds": spent})
         log.info("segmenter round %d: pseudo-label mIoU %.2f", index, summary["miou"])
+    atomic_write(root / "rounds.json", json.dumps(history, indent=1))
     return history
 
 
@@ -496,27 +471,13 @@ def _round_label(network: Segmenter, sample: Sample, settings: RunSettings,
     """One training image's next pseudo label, at its original size."""
     probs = predict_probabilities(network, sample.image, settings.segmenter.inference_scales,
                                   device)
-    label = refine_prediction(sample.image, probs,
+    label = probabilities_to_label(sample.image, probs,
                               settings.crf if settings.crf.enabled else None,
                               lambda full: restrict_to_weak_labels(sample, full,
                                                                    settings.supervision))
     if sample.original_size is not None:
         label = upscale_label(label, sample.original_size)
     return label
-
-
-def _replace_pseudo_label(dataset, paths, image_id: str, label: np.ndarray,
-                          supervision: str) -> None:
-    """Write ``label`` as the run's pseudo label of ``image_id`` (box runs: instances too)."""
-    if supervision == "box":
-        sample = dataset.load(image_id)
-        boxes = sample.original_boxes if sample.original_boxes is not None else sample.boxes
-        if boxes:
-            instance = instances_from_boxes(label, boxes)
-            write_instance_png(paths.image_file("instances", image_id, ".png"), instance)
-            coco = instances_to_coco(image_id, instance, label, boxes, *label.shape)
-            atomic_write(paths.image_file("instances", image_id, ".json"), json.dumps(coco))
-    write_label_png(paths.pseudo_label(image_id), label)
 
 
 def check_out_folder(out: str | Path) -> None:

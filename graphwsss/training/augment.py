@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from graphwsss.data.records import IGNORE_INDEX
+from graphwsss.utils.shapes import describe
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def augment(image: np.ndarray, label: np.ndarray | None, rng: np.random.Generato
         scale_range, flip, jitter: see :class:`graphwsss.settings.TrainingSettings`.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image must be [H, W, 3] uint8, got {image.dtype} {image.shape}")
+        raise ValueError(f"image must be a uint8 [H, W, 3] array, got {describe(image)}")
     if label is not None and label.shape != image.shape[:2]:
         raise ValueError(f"label {label.shape} does not match image {image.shape[:2]}")
     image, label = random_scale(image, label, scale_range, rng)

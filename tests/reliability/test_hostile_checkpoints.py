@@ -113,7 +113,7 @@ def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
 @pytest.mark.parametrize("name", ["checkpoint.pt", "model.pt"])
 def test_crafted_resume_files_are_refused(tmp_path, name):
     marker = tmp_path / "pwned"
-    path = crafted(tmp_path / name, marker)
+    crafted(tmp_path / name, marker)
     with pytest.raises(DataError, match=f"{name}: cannot load .*delete it"):
         _train(tmp_path)
     assert not marker.exists()

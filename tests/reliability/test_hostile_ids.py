@@ -10,7 +10,7 @@ import pytest
 
 from graphwsss.data import COCODataset, DataError, VOCDataset
 from graphwsss.data.tags import read_tags
-from graphwsss.stages.run import RunPaths
+from graphwsss.stages.paths import RunPaths
 from graphwsss.utils.io import inside
 from tests.reliability.conftest import set_split
 

@@ -7,7 +7,8 @@ from graphwsss.data.voc import VOCDataset
 from graphwsss.settings import RunSettings
 from graphwsss.stages.affinity import (AffinityTrainingSet, build_affinity_network,
                                        load_affinity_network)
-from graphwsss.stages.run import Pipeline, RunPaths
+from graphwsss.stages import seeds
+from graphwsss.stages.paths import RunContext, RunPaths
 
 
 def _settings(*overrides):
@@ -19,8 +20,8 @@ def _settings(*overrides):
 def seeded_run(sample_root, tmp_path):
     dataset = VOCDataset(sample_root)
     settings = _settings()
-    pipeline = Pipeline(dataset, RunPaths(tmp_path), settings, torch.device("cpu"), False)
-    pipeline.seeds(dataset.ids[:2])
+    seeds.run(RunContext(dataset, RunPaths(tmp_path), settings, torch.device("cpu"), False),
+              dataset.ids[:2])
     return dataset, settings, tmp_path
 
 

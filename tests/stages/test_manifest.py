@@ -17,9 +17,14 @@ TINY = ["limit=1", "propagator.epochs_first=1", "propagator.epochs_second=1",
         "crf.enabled=false", "device=cpu"]
 
 
-def _run(root, out, *overrides, force=False):
+def run_box(root, out, *overrides, force=False, stages=None):
+    """``graphwsss run`` of the first sample image, box supervision, one epoch per phase."""
     return main(["run", "--data", str(root), "--supervision", "box", "--out", str(out),
-                 *(["--force"] if force else []), *TINY, *overrides])
+                 *(["--force"] if force else []), *(["--stages", stages] if stages else []),
+                 *TINY, *overrides])
+
+
+_run = run_box
 
 
 def _stamps(folder):

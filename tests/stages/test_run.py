@@ -129,59 +129,21 @@ def test_scribble_run_without_scribbles_names_the_image(tmp_path, sample_copy, c
 
 def test_point_run_trains_the_affinity_cnn_on_the_cam_seeds(tmp_path, sample_root, monkeypatch):
     """§2: for points the affinity CNN learns from M'_I (``affinity_seeds/``), not from M_g."""
-    import graphwsss.stages.run as run_module
+    import graphwsss.stages.affinity as affinity_module
     used = {}
-    original = run_module.train_affinity
+    original = affinity_module.train_affinity
 
     def spy(dataset, image_ids, seed_dir, *args, **kwargs):
         used["seed_dir"] = seed_dir
         return original(dataset, image_ids, seed_dir, *args, **kwargs)
 
-    monkeypatch.setattr(run_module, "train_affinity", spy)
+    monkeypatch.setattr(affinity_module, "train_affinity", spy)
     out = tmp_path / "point"
     assert main(["run", "--data", str(sample_root), "--supervision", "point", "--out", str(out),
                  *SPARSE_FAST, "graph.builder=affinity", "affinity.training.epochs=1", "affinity.steps=3",
                  "affinity.training.batch_size=2", "affinity.training.crop_size=64"]) == 0
     assert used["seed_dir"] == out / "affinity_seeds"
     assert (out / "affinity" / "model.pt").is_file()
-
-
-def test_box_seeds_fuse_with_cams_when_given(sample_root):
-    """§2, 3.4–3.5: with CAMs a box keeps GrabCut's foreground only where the CAM agrees; a box
-    whose class the CAM misses keeps its GrabCut seeds; outside the boxes nothing changes."""
-    from graphwsss.stages.run import make_seeds
-    settings = load_config(RunSettings, None, ["seeds.cam_fusion=true"])
-    sample = VOCDataset(sample_root).load(VOCDataset(sample_root).ids[0])
-    grabcut, _ = make_seeds(sample, settings)
-    box = sample.boxes[0]
-    cams = np.zeros((VOCDataset(sample_root).num_classes - 1, sample.height, sample.width),
-                    np.float32)
-    rows = slice(box.y0, (box.y0 + box.y1) // 2)      # the CAM covers the box's upper half only
-    cams[box.class_id - 1, rows, box.x0:box.x1] = 1.0
-    fused, affinity = make_seeds(sample, settings, cams)
-    assert fused is affinity
-    inside = np.zeros(fused.shape, bool)
-    for other in sample.boxes:
-        inside[other.slices()] = True
-    assert np.array_equal(fused[~inside], grabcut[~inside])
-    assert ((fused == grabcut) | (fused == 255)).all()
-    own = np.zeros(fused.shape, bool)
-    own[box.slices()] = True
-    lower = own.copy()
-    lower[rows] = False
-    assert not (fused[lower & ~_other_boxes(sample, box)] == box.class_id).any()
-    assert (fused[own] == box.class_id).any()
-
-    missed = make_seeds(sample, settings, np.zeros_like(cams))[0]   # CAM misses every class
-    assert np.array_equal(missed, grabcut)
-
-
-def _other_boxes(sample, box):
-    covered = np.zeros((sample.height, sample.width), bool)
-    for other in sample.boxes:
-        if other is not box:
-            covered[other.slices()] = True
-    return covered
 
 
 def test_box_run_with_cam_fusion_trains_cams(tmp_path, sample_root):

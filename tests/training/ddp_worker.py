@@ -12,7 +12,8 @@ from graphwsss.config import load_config
 from graphwsss.data.voc import VOCDataset
 from graphwsss.settings import RunSettings
 from graphwsss.stages.affinity import train_affinity
-from graphwsss.stages.run import Pipeline, RunPaths
+from graphwsss.stages import seeds
+from graphwsss.stages.paths import RunContext, RunPaths
 from graphwsss.utils.distributed import init_distributed
 
 
@@ -25,8 +26,8 @@ def main() -> None:
         "affinity.training.crop_size=48", "backbone.weights=null"])
     dataset = VOCDataset(data)
     ids = dataset.ids[:4]
-    pipeline = Pipeline(dataset, RunPaths(out), settings, torch.device("cpu"), False)
-    pipeline.seeds(context.shard(ids))
+    seeds.run(RunContext(dataset, RunPaths(out), settings, torch.device("cpu"), False),
+              context.shard(ids))
     context.barrier()
     network = train_affinity(dataset, ids, out / "seeds", out / "affinity", settings,
                              torch.device("cpu"), show_progress=False)

@@ -1,4 +1,4 @@
-"""Tests for graphwsss.stages.bench_graphs: the graph-builder benchmark on the bundled sample."""
+"""Tests for graphwsss.bench.graphs: the graph-builder benchmark on the bundled sample."""
 
 import csv
 import json
@@ -9,7 +9,7 @@ import torch
 from graphwsss.cli import main
 from graphwsss.graphs import RadiusGraphBuilder
 from graphwsss.settings import CRFSettings, PropagatorSettings, RunSettings
-from graphwsss.stages.bench_graphs import (COLUMNS, bench_graphs, format_table, headline,
+from graphwsss.bench.graphs import (COLUMNS, bench_graphs, format_table, headline,
                                            radius_graph_loop_reference, radius_vs_loop,
                                            same_edges)
 

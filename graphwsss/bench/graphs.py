@@ -66,10 +66,11 @@ from tqdm import tqdm
 from graphwsss.config import ConfigError, load_config, to_yaml
 from graphwsss.data.palette import read_label_png
 from graphwsss.data.voc import VOCDataset
-from graphwsss.graphs import RadiusGraphBuilder, available_builders, build_graph_builder
+from graphwsss.graphs import RadiusGraphBuilder, available_builders
 from graphwsss.metrics.graph import node_ground_truth, node_purity, purity_weights
 from graphwsss.seeds.grid import grid_seeds
 from graphwsss.settings import RunSettings
+from graphwsss.stages.graph import make_builder, node_inputs, node_source
 from graphwsss.utils.io import atomic_path, atomic_write
 from graphwsss.utils.runtime import get_logger, resolve_device
 from graphwsss.utils.memory import memory_increase, memory_mark, memory_method, synchronize
@@ -216,28 +217,22 @@ def measure_builder(data_root: str | os.PathLike, run_dir: str | os.PathLike,
         ``build_ms``, ``nodes``, ``edges`` (means per image), ``peak_mib``, ``purity``,
         ``node_purity`` (``None`` without ground truth), ``device``, ``memory_method``.
     """
-    from graphwsss.stages.run import Pipeline, RunPaths
-
     if not image_ids:
         raise ValueError("image_ids is empty: nothing to measure")
     device = resolve_device(settings.device)
     dataset = VOCDataset(data_root, split=settings.split)
-    pipeline = Pipeline(dataset, RunPaths(Path(run_dir)), settings, device, show_progress=False)
-    source = pipeline.node_source()
-    builder = build_graph_builder(settings.graph.builder, **pipeline._builder_options())
+    source = node_source(settings, device, affinity_dir=Path(run_dir) / "affinity")
+    builder = make_builder(settings.graph)
     times, nodes, edges, peaks = [], [], [], []
     same_weight = counted_weight = agreeing_cells = valid_cells = 0
     for index, image_id in enumerate(tqdm(image_ids, desc=f"graphs {builder.name}",
                                           disable=not show_progress, leave=False)):
         sample = dataset.load(image_id)
-        features, embedding = source.extract(sample.image)
-        grid_size = tuple(features.shape[-2:])
-        image = torch.from_numpy(sample.image).to(device).permute(2, 0, 1).float() / 255.0
-        seed_path = pipeline.paths.seed(image_id)
-        seeds = None
-        if seed_path.is_file():
-            seeds = torch.from_numpy(grid_seeds(read_label_png(seed_path), grid_size,
-                                                source.stride).astype(np.int64)).to(device)
+        seed_path = Path(run_dir) / "seeds" / f"{image_id}.png"
+        inputs = node_inputs(sample, source, device,
+                             read_label_png(seed_path) if seed_path.is_file() else None)
+        image, features, embedding = inputs.image, inputs.features, inputs.embedding
+        seeds, grid_size = inputs.node_seeds, inputs.grid_size
         if index == 0:  # warm-up: lazy imports and first-call costs are not the builder's
             builder.build(image, features, seed_labels=seeds, embedding=embedding)
         synchronize(device)
@@ -280,7 +275,7 @@ def measure_in_subprocess(data_root: str | os.PathLike, run_dir: str | os.PathLi
     atomic_write(settings_path, to_yaml(settings))
     spec = {"data_root": str(data_root), "run_dir": str(run_dir),
             "settings": str(settings_path), "image_ids": list(image_ids)}
-    command = [sys.executable, "-m", "graphwsss.stages.bench_graphs", "--measure", json.dumps(spec)]
+    command = [sys.executable, "-m", "graphwsss.bench.graphs", "--measure", json.dumps(spec)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
@@ -468,7 +463,7 @@ def headline(result: dict) -> dict:
 def _measure_main(argv: list[str]) -> int:
     """Entry of the measuring subprocess: ``--measure JSON``; prints the result as JSON."""
     if len(argv) != 2 or argv[0] != "--measure":
-        print("usage: python -m graphwsss.stages.bench_graphs --measure JSON", file=sys.stderr)
+        print("usage: python -m graphwsss.bench.graphs --measure JSON", file=sys.stderr)
         return 2
     spec = json.loads(argv[1])
     settings = load_config(RunSettings, spec["settings"])

@@ -1,0 +1,90 @@
+"""The seeds stage (docs/method.md §2): weak labels (and CAMs) to the GNN's seeds."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from graphwsss.config import ConfigError, load_config
+from graphwsss.data.errors import DataError
+from graphwsss.data.palette import read_label_png
+from graphwsss.data.voc import VOCDataset
+from graphwsss.settings import RunSettings
+from graphwsss.stages import seeds
+from graphwsss.stages.paths import RunContext, RunPaths
+from graphwsss.stages.seeds import make_seeds
+
+
+def test_run_writes_seeds_once_per_image(tmp_path, sample_root):
+    dataset = VOCDataset(sample_root)
+    ids = dataset.ids[:2]
+    ctx = RunContext(dataset, RunPaths(tmp_path), RunSettings(), torch.device("cpu"), False)
+    seeds.run(ctx, ids)
+    for image_id in ids:
+        seed = read_label_png(ctx.paths.seed(image_id))
+        assert seed.shape == dataset.load(image_id).image.shape[:2]
+        assert len(seeds.seed_classes(seed)) >= 2
+    assert not ctx.paths.affinity_seeds.exists()          # box seeds serve the affinity CNN too
+    stamp = ctx.paths.seed(ids[0]).stat().st_mtime_ns
+    seeds.run(ctx, ids)
+    assert ctx.paths.seed(ids[0]).stat().st_mtime_ns == stamp
+
+
+def test_seeds_of_one_class_are_warned_about(tmp_path, sample_root, caplog, monkeypatch):
+    dataset = VOCDataset(sample_root)
+    ctx = RunContext(dataset, RunPaths(tmp_path), RunSettings(), torch.device("cpu"), False)
+    monkeypatch.setattr(seeds, "make_seeds", lambda sample, *args, **kwargs: (
+        (np.zeros(sample.image.shape[:2], np.uint8),) * 2))
+    with caplog.at_level(logging.WARNING):
+        seeds.run(ctx, dataset.ids[:1])
+    assert f"image {dataset.ids[0]}: its seeds hold class 0 only" in caplog.text
+
+
+def test_seed_files_need_a_folder(tmp_path):
+    settings = load_config(RunSettings, None, ["seeds.source=files"])
+    with pytest.raises(ConfigError, match="needs seeds.dir"):
+        seeds.check_seed_source(settings)
+    settings = load_config(RunSettings, None, ["seeds.source=files",
+                                               f"seeds.dir={tmp_path / 'absent'}"])
+    with pytest.raises(DataError, match="seeds.dir is not a folder"):
+        seeds.check_seed_source(settings)
+
+
+def test_box_seeds_fuse_with_cams_when_given(sample_root):
+    """§2, 3.4–3.5: with CAMs a box keeps GrabCut's foreground only where the CAM agrees; a box
+    whose class the CAM misses keeps its GrabCut seeds; outside the boxes nothing changes."""
+    settings = load_config(RunSettings, None, ["seeds.cam_fusion=true"])
+    sample = VOCDataset(sample_root).load(VOCDataset(sample_root).ids[0])
+    grabcut, _ = make_seeds(sample, settings)
+    box = sample.boxes[0]
+    cams = np.zeros((VOCDataset(sample_root).num_classes - 1, sample.height, sample.width),
+                    np.float32)
+    rows = slice(box.y0, (box.y0 + box.y1) // 2)      # the CAM covers the box's upper half only
+    cams[box.class_id - 1, rows, box.x0:box.x1] = 1.0
+    fused, affinity = make_seeds(sample, settings, cams)
+    assert fused is affinity
+    inside = np.zeros(fused.shape, bool)
+    for other in sample.boxes:
+        inside[other.slices()] = True
+    assert np.array_equal(fused[~inside], grabcut[~inside])
+    assert ((fused == grabcut) | (fused == 255)).all()
+    own = np.zeros(fused.shape, bool)
+    own[box.slices()] = True
+    lower = own.copy()
+    lower[rows] = False
+    assert not (fused[lower & ~_other_boxes(sample, box)] == box.class_id).any()
+    assert (fused[own] == box.class_id).any()
+
+    missed = make_seeds(sample, settings, np.zeros_like(cams))[0]   # CAM misses every class
+    assert np.array_equal(missed, grabcut)
+
+
+def _other_boxes(sample, box):
+    covered = np.zeros((sample.height, sample.width), bool)
+    for other in sample.boxes:
+        if other is not box:
+            covered[other.slices()] = True
+    return covered
