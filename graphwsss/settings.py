@@ -198,6 +198,8 @@ class PropagatorSettings:
     ce_balance: Literal["classes", "pixels"] = "classes"  # L_ce: background and foreground seed
                                               # means summed (reference code), or one pixel mean
     ce_on_image: bool = False                 # L_ce on logits upsampled to image size (reference code)
+    gce_q: float = ranged(0.0, ge=0, le=1)    # 0: L_ce is cross-entropy; q > 0: generalized
+                                              # cross-entropy (1 - O^q) / q, robust to wrong seeds
     batch_images: int = ranged(0, ge=0)       # images trained together; 0 = from memory_budget_gb
     memory_budget_gb: float = ranged(2.0, gt=0)  # memory for one propagation batch
     rw_beta: float = ranged(8.0, gt=0)        # random walk: affinity raised to β (PSA style)

@@ -11,6 +11,12 @@ reference code form averages the two groups separately and sums them:
 An empty group contributes 0. With ``split_background=False`` it is the plain mean over
 :math:`S_0 \cup S_+`. Seeds labelled ``ignore_index`` (255) are unlabeled nodes.
 
+With ``gce_q`` :math:`= q > 0` each seed's term :math:`-\log O_i^{y_i}` becomes the generalized
+cross-entropy :math:`(1 - (O_i^{y_i})^q) / q` (Zhang and Sabuncu, NeurIPS 2018): its gradient is
+that of the cross-entropy scaled by :math:`(O_i^{y_i})^q`, so seeds the model finds unlikely (the
+wrong ones of a noisy seed map, once the rest are fitted) pull less. :math:`q \to 0` gives the
+cross-entropy, :math:`q = 1` the mean absolute error.
+
 The reference code computes :math:`L_{ce}` at image size: the grid logits are upsampled
 bilinearly (``align_corners=False``) to the full-resolution seed map first (``image_size``).
 """
@@ -29,7 +35,7 @@ __all__ = ["seed_cross_entropy", "upsampled_seed_cross_entropy"]
 
 def seed_cross_entropy(logits: Tensor, seeds: Tensor, split_background: bool = True,
                        image_size: tuple[int, int] | None = None,
-                       ignore_index: int = IGNORE_INDEX) -> Tensor:
+                       ignore_index: int = IGNORE_INDEX, gce_q: float = 0.0) -> Tensor:
     r"""Cross-entropy on the seeded nodes of one image (eq. 3.21, reference code form).
 
     Args:
@@ -42,6 +48,8 @@ def seed_cross_entropy(logits: Tensor, seeds: Tensor, split_background: bool = T
             this size before the loss, as the reference code does; ``seeds`` must be ``[H, W]``.
             ``None`` (default) computes the loss on the grid.
         ignore_index: the label of unlabeled nodes (default 255).
+        gce_q: 0 (default) for the cross-entropy, ``q`` in ``(0, 1]`` for the generalized
+            cross-entropy ``(1 - O^q) / q`` per seed.
 
     Returns:
         A scalar tensor; 0 (still attached to ``logits``' graph) when there are no seeds.
@@ -68,6 +76,8 @@ def seed_cross_entropy(logits: Tensor, seeds: Tensor, split_background: bool = T
     # Per-node loss, 0 on unlabeled nodes; masked sums keep the graph and need no host sync.
     node_loss = F.cross_entropy(logits[None], target[None], ignore_index=ignore_index,
                                 reduction="none")[0]
+    if gce_q > 0:        # (1 - O^q) / q with O = exp(-CE); unlabeled nodes stay 0
+        node_loss = -torch.expm1(-gce_q * node_loss) / gce_q
     labeled = target != ignore_index
     if not split_background:
         return _masked_mean(node_loss, labeled)

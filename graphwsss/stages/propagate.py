@@ -287,10 +287,12 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
             if settings.ce_on_image:
                 total = total + seed_cross_entropy(image_logits, pixel_seeds[index],
                                                    split_background=split_background,
-                                                   image_size=tuple(pixel_seeds[index].shape))
+                                                   image_size=tuple(pixel_seeds[index].shape),
+                                                   gce_q=settings.gce_q)
             else:
                 total = total + seed_cross_entropy(image_logits, node_seeds[index],
-                                                   split_background=split_background)
+                                                   split_background=split_background,
+                                                   gce_q=settings.gce_q)
             if use_boxes and item.boxes.numel():
                 image_hidden = batched.crop(hidden, index)
                 probs = torch.softmax(image_logits.detach(), dim=0)

@@ -35,6 +35,29 @@ def test_plain_mean_without_split():
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_generalized_cross_entropy_by_hand():
+    """(1 - O^q) / q per seed: O = 1/3, 1/5 (background) and 1/2 (class 2)."""
+    q = 0.7
+    term = lambda probability: (1 - probability ** q) / q          # noqa: E731
+    loss = seed_cross_entropy(LOGITS, SEEDS, gce_q=q)
+    expected = (term(1 / 3) + term(1 / 5)) / 2 + term(1 / 2)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert seed_cross_entropy(LOGITS, SEEDS, gce_q=1e-6).item() == pytest.approx(
+        seed_cross_entropy(LOGITS, SEEDS).item(), rel=1e-5)
+
+
+def test_generalized_cross_entropy_pulls_less_on_unlikely_seeds():
+    """The GCE gradient is the CE gradient times O^q: a seed the model finds unlikely (a wrong
+    seed) weighs less against a likely one than under the cross-entropy."""
+    logits = torch.tensor([[[4.0, -4.0]], [[-4.0, 4.0]]], requires_grad=True)   # [2, 1, 2]
+    seeds = torch.tensor([[1, 1]])              # node 0 looks like class 0: an unlikely seed
+    ratios = []
+    for q in (0.0, 0.7):
+        grad, = torch.autograd.grad(seed_cross_entropy(logits, seeds, gce_q=q), logits)
+        ratios.append(grad[:, 0, 0].abs().sum() / grad[:, 0, 1].abs().sum())
+    assert ratios[1] < ratios[0] * 0.01
+
+
 def test_empty_group_contributes_zero():
     only_foreground = torch.tensor([[V, V], [2, V]])
     assert seed_cross_entropy(LOGITS, only_foreground).item() == pytest.approx(math.log(2))
