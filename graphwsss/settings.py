@@ -220,6 +220,17 @@ class CRFSettings:
 
 
 @dataclass
+class RefineSettings:
+    """Pseudo labels from the node probabilities, besides the CRF (docs/method.md §7)."""
+
+    tight_background: float = ranged(4.0, ge=1)  # box runs: background probability ×this on the
+                                              # unknown pixels of boxes whose seeds already cross
+                                              # every row and column (tightness met); 1 = off
+    tight_coverage: float = ranged(0.95, gt=0, le=1)  # share of the box's rows and of its
+                                              # columns the seeds must cross for that
+
+
+@dataclass
 class SegmenterSettings:
     """The segmentation network trained on the pseudo labels (docs/method.md §9)."""
 
@@ -256,6 +267,7 @@ class RunSettings:
     graph: GraphSettings = field(default_factory=GraphSettings)
     propagator: PropagatorSettings = field(default_factory=PropagatorSettings)
     crf: CRFSettings = field(default_factory=CRFSettings)
+    refine: RefineSettings = field(default_factory=RefineSettings)
     segmenter: SegmenterSettings = field(default_factory=SegmenterSettings)
     report_images: int = ranged(24, ge=0)     # images shown in report.html
 

@@ -7,6 +7,9 @@ run instead; this script also tries what is not a setting, to decide whether it 
 
 * ``crf:0``            no CRF
 * ``ubg:F``            background probability multiplied by F on the unknown pixels of boxes
+* ``tubg:F``           the same, only in boxes whose seeds already cross every row and column
+                       of the box (tightness; ``tcov:C``, default 0.95, the share required) and
+                       in no other box: ``refine.tight_background`` (base: 1 here, off)
 * ``temp:T``           probabilities raised to T (T < 1 softens the CRF's unary)
 * ``seedmix:W``        seeded pixels take (1 - W)·P + W·one-hot(seed)
 * ``gsxy:, gc:, bsxy:, bsrgb:, bc:``  CRF kernel widths and compatibilities
@@ -28,7 +31,8 @@ import torch
 from graphwsss.data.palette import read_label_png
 from graphwsss.data.records import IGNORE_INDEX
 from graphwsss.data.voc import VOCDataset
-from graphwsss.postprocess import clear_outside_boxes, dense_crf, upsample_probs
+from graphwsss.postprocess import (clear_outside_boxes, dense_crf, tight_box_background,
+                                   upsample_probs)
 from graphwsss.stages.evaluate import SegmentationEvaluator
 from graphwsss.stages.refine import node_stride
 
@@ -43,6 +47,9 @@ def refine(sample, probs: np.ndarray, seeds: np.ndarray, variant: str) -> np.nda
     unknown = seeds == IGNORE_INDEX
     if "ubg" in options:
         full[0][unknown] *= value("ubg", 1)
+    if "tubg" in options:       # = refine.tight_background, refine.tight_coverage
+        full = tight_box_background(full, sample.boxes, seeds, value("tubg", 1),
+                                    value("tcov", 0.95))
     if "seedmix" in options:
         weight, known = value("seedmix", 0), ~unknown
         one_hot = np.eye(full.shape[0], dtype=full.dtype)[np.where(known, seeds, 0)].transpose(2, 0, 1)

@@ -93,7 +93,7 @@ def stage_keys(settings: RunSettings) -> dict[str, dict[str, Any]]:
                            **pick("graph", "propagator", "backbone")}
     if settings.supervision == "image":
         keys["propagation"].update(pick("cam.background_power", "cam.random_walk_share"))
-    keys["refine"] = {**keys["propagation"], **pick("crf")}
+    keys["refine"] = {**keys["propagation"], **pick("crf", "refine")}
     if settings.segmenter.rounds:     # refinement rounds replace the pseudo labels (§9)
         keys["segment"] = {**keys["refine"], **pick("segmenter")}
     return keys

@@ -3,7 +3,8 @@
 Reads ``probabilities/<id>.npy`` (float16 ``[K, h, w]``, the propagation stage's); per image:
 upsampling to the working size (bilinear, stride ``s`` from the grid), the classes restricted to
 the weak labels (box runs: each class only inside its own boxes; other runs: background and the
-classes the scribbles, points or tags name), DenseCRF (``crf.*``), restricted again, arg-max, and
+classes the scribbles, points or tags name), for box runs the tightness prior
+(:mod:`graphwsss.postprocess.tightness`, ``refine.tight_background``), DenseCRF (``crf.*``), restricted again, arg-max, and
 back to the original size (``max_side``). Writes ``pseudo_labels/<id>.png`` and, for images with
 boxes, ``instances/<id>.png`` + ``.json`` (one mask per box). Images with a pseudo label are
 skipped; changing only ``crf.*`` reruns this stage alone, in seconds.
@@ -21,11 +22,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from graphwsss.data.palette import write_label_png
+from graphwsss.data.palette import read_label_png, write_label_png
 from graphwsss.data.records import IGNORE_INDEX, Sample
 from graphwsss.data.resize import upscale_label
 from graphwsss.postprocess import (clear_outside_boxes, dense_crf, instances_from_boxes,
-                                   instances_to_coco, upsample_probs, write_instance_png)
+                                   instances_to_coco, tight_box_background, upsample_probs,
+                                   write_instance_png)
 from graphwsss.settings import CRFSettings
 from graphwsss.stages.paths import RunContext, RunPaths
 from graphwsss.utils.io import atomic_write
@@ -50,8 +52,13 @@ def run(ctx: RunContext, image_ids: list[str]) -> None:
         probs = torch.from_numpy(np.load(path).astype(np.float32))
         size = (sample.height, sample.width)
         full = upsample_probs(probs, size, stride=node_stride(size, tuple(probs.shape[-2:])))
+        full = restrict_to_weak_labels(sample, full.numpy(), settings.supervision)
+        if settings.refine.tight_background != 1 and sample.boxes:
+            full = tight_box_background(full, sample.boxes, read_label_png(paths.seed(image_id)),
+                                        settings.refine.tight_background,
+                                        settings.refine.tight_coverage)
         label = probabilities_to_label(
-            sample.image, full.numpy(), settings.crf if settings.crf.enabled else None,
+            sample.image, full, settings.crf if settings.crf.enabled else None,
             lambda values: restrict_to_weak_labels(sample, values, settings.supervision))
         if sample.original_size is not None:     # processed at max_side: back to full size
             label = upscale_label(label, sample.original_size)

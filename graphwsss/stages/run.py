@@ -144,7 +144,7 @@ def check_inputs(ctx: RunContext, stages: tuple[str, ...], image_ids: list[str])
                  None)
     needs = {"seeds": [("cam", paths.cams)] if uses_cams(settings) else [],
              "affinity": [("seeds", paths.seed)], "propagation": [("seeds", paths.seed)],
-             "refine": [("propagation", paths.probabilities)],
+             "refine": [("propagation", paths.probabilities), ("seeds", paths.seed)],
              "segment": [("refine", paths.pseudo_label)],
              "evaluate": [("refine", paths.pseudo_label), ("seeds", paths.seed)]}
     for maker, path_of in needs.get(first, []):

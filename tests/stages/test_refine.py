@@ -82,6 +82,7 @@ def probability_run(tmp_path, sample_root):
     np.save(paths.probabilities(image_id), probs)
     settings = RunSettings()
     settings.crf.enabled = False
+    settings.refine.tight_background = 1.0            # reads no seeds
     return RunContext(dataset, paths, settings, torch.device("cpu"), False), image_id, box
 
 
@@ -106,3 +107,27 @@ def test_run_names_missing_probabilities(probability_run):
     with pytest.raises(FileNotFoundError, match="no node probabilities .* run the propagation"):
         refine.run(ctx, [image_id])
     assert not ctx.paths.pseudo_label(image_id).exists()
+
+
+def test_run_applies_the_tightness_prior_from_the_seeds(probability_run):
+    """With ``refine.tight_background`` the unknown pixels of a box whose seeds cross all its
+    rows and columns lean to background; the seeds file is read for that."""
+    ctx, image_id, box = probability_run
+    sample = ctx.dataset.load(image_id)
+    ctx.settings.refine.tight_background = 1e6
+    seeds = np.zeros((sample.height, sample.width), np.uint8)
+    for other in sample.boxes:
+        seeds[other.slices()] = 255
+    seeds[box.y0:box.y1, (box.x0 + box.x1) // 2] = box.class_id       # a cross: tightness met
+    seeds[(box.y0 + box.y1) // 2, box.x0:box.x1] = box.class_id
+    from graphwsss.data.palette import write_label_png
+    write_label_png(ctx.paths.seed(image_id), seeds)
+    refine.run(ctx, [image_id])
+    label = read_label_png(ctx.paths.pseudo_label(image_id))
+    inside = label[box.slices()]
+    alone = np.ones(seeds.shape, bool)
+    for other in sample.boxes:
+        if other is not box:
+            alone[other.slices()] = False
+    unknown = (seeds == 255) & alone
+    assert (label[unknown] == 0).all() and (inside == box.class_id).sum() > 0
