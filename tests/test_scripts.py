@@ -37,3 +37,22 @@ def test_cam_results_trains_scores_and_resumes(sample_root, tmp_path):
 def test_cam_results_rejects_a_malformed_variant(sample_root, tmp_path):
     done = _cam_results(sample_root, tmp_path, "--variants", "gap")
     assert done.returncode == 2 and "POOLING:FSL" in done.stderr
+
+
+def test_box_seed_analysis_reads_a_finished_box_run(sample_root, tmp_path):
+    from graphwsss.cli import main
+
+    run = tmp_path / "run"
+    assert main(["run", "--data", str(sample_root), "--supervision", "box", "--out", str(run),
+                 "limit=2", "propagator.epochs_first=1", "propagator.epochs_second=1",
+                 "crf.enabled=false", "device=cpu"]) == 0
+    done = subprocess.run([sys.executable, str(SCRIPTS / "box_seed_analysis.py"), "--data",
+                           str(sample_root), "--run", str(run)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "2 images; foreground seeds" in done.stdout
+    assert "boxes by tightness" in done.stdout and "% of the wrong" in done.stdout
+    empty = subprocess.run([sys.executable, str(SCRIPTS / "box_seed_analysis.py"), "--data",
+                            str(sample_root), "--run", str(tmp_path / "none")],
+                           capture_output=True, text=True, timeout=300)
+    assert empty.returncode == 2 and "no image with seeds" in empty.stderr
