@@ -29,6 +29,7 @@ metrics and writes the run-level files.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -127,6 +128,8 @@ def run(data_root: str | os.PathLike, out_dir: str | os.PathLike, settings: RunS
         metrics = evaluate.run(ctx, image_ids, own_ids, context,
                                _timing(manifest, started, labelled, len(image_ids)))
     if "report" in todo and context.is_main:
+        if metrics is None and (paths.root / "metrics.json").is_file():   # --stages report
+            metrics = json.loads((paths.root / "metrics.json").read_text(encoding="utf-8"))
         page = report.write_report(paths.root, dataset, image_ids[:settings.report_images],
                                    metrics, title=f"graphwsss run: {dataset.root.name}, "
                                                   f"{settings.supervision}")

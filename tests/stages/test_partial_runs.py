@@ -102,3 +102,12 @@ def test_later_stages_not_named_are_deleted_as_stale(finished, sample_root):
     assert not (finished / "metrics.json").exists()
     assert _run(sample_root, finished, "propagator.hidden=16") == 0      # resumes: refine only
     assert (finished / "pseudo_labels").is_dir()
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_report_alone_shows_the_metrics_on_disk(finished, sample_root):
+    (finished / "report.html").unlink()
+    assert _run(sample_root, finished, stages="report") == 0
+    page = (finished / "report.html").read_text()
+    miou = json.loads((finished / "metrics.json").read_text())["miou"]
+    assert f"{miou:.1f}" in page or f"{miou:.2f}" in page
