@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -28,7 +29,7 @@ from graphwsss.data.resize import upscale_label
 from graphwsss.postprocess import (clear_outside_boxes, dense_crf, instances_from_boxes,
                                    instances_to_coco, tight_box_background, upsample_probs,
                                    write_instance_png)
-from graphwsss.settings import CRFSettings
+from graphwsss.settings import CRFSettings, RefineSettings
 from graphwsss.stages.paths import RunContext, RunPaths
 from graphwsss.utils.io import atomic_write
 from graphwsss.utils.runtime import get_logger
@@ -49,20 +50,30 @@ def run(ctx: RunContext, image_ids: list[str]) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no node probabilities for image {image_id!r}; "
                                     "run the propagation stage first")
-        probs = torch.from_numpy(np.load(path).astype(np.float32))
-        size = (sample.height, sample.width)
-        full = upsample_probs(probs, size, stride=node_stride(size, tuple(probs.shape[-2:])))
-        full = restrict_to_weak_labels(sample, full.numpy(), settings.supervision)
-        if settings.refine.tight_background != 1 and sample.boxes:
-            full = tight_box_background(full, sample.boxes, read_label_png(paths.seed(image_id)),
-                                        settings.refine.tight_background,
-                                        settings.refine.tight_coverage)
+        full = pixel_probabilities(sample, np.load(path), settings.supervision,
+                                   paths.seed(image_id), settings.refine)
         label = probabilities_to_label(
             sample.image, full, settings.crf if settings.crf.enabled else None,
             lambda values: restrict_to_weak_labels(sample, values, settings.supervision))
         if sample.original_size is not None:     # processed at max_side: back to full size
             label = upscale_label(label, sample.original_size)
         write_pseudo_label(paths, sample, label)
+
+
+def pixel_probabilities(sample: Sample, node_probs: np.ndarray, supervision: str,
+                        seed_file: str | Path, refine: RefineSettings) -> np.ndarray:
+    """Saved node probabilities ``[K, h, w]`` to ``[K, H, W]`` at the sample's size: upsampled
+    bilinearly, restricted to the weak labels, and (boxes, ``refine.tight_background``) the
+    tightness prior on the seeds of ``seed_file``: everything the refine stage does before the
+    CRF."""
+    probs = torch.from_numpy(node_probs.astype(np.float32))
+    size = (sample.height, sample.width)
+    full = upsample_probs(probs, size, stride=node_stride(size, tuple(probs.shape[-2:])))
+    full = restrict_to_weak_labels(sample, full.numpy(), supervision)
+    if refine.tight_background != 1 and sample.boxes:
+        full = tight_box_background(full, sample.boxes, read_label_png(seed_file),
+                                    refine.tight_background, refine.tight_coverage)
+    return full
 
 
 def node_stride(image_size: tuple[int, int], grid_size: tuple[int, int]) -> int:

@@ -42,10 +42,10 @@ from graphwsss.data.voc import IMAGE_SUFFIXES
 from graphwsss.losses.noise_aware import segmentation_loss
 from graphwsss.models.registry import build_backbone
 from graphwsss.models.segmenter import Segmenter
-from graphwsss.postprocess import (clear_outside_boxes, upsample_probs)
-from graphwsss.settings import RunSettings, SegmenterSettings
+from graphwsss.postprocess import clear_outside_boxes
+from graphwsss.settings import RefineSettings, RunSettings, SegmenterSettings
 from graphwsss.stages.evaluate import SegmentationEvaluator
-from graphwsss.stages.refine import (node_stride, probabilities_to_label,
+from graphwsss.stages.refine import (pixel_probabilities, probabilities_to_label,
                                      restrict_to_weak_labels, write_pseudo_label)
 from graphwsss.training.augment import augment
 from graphwsss.training.dataset import AugmentedImageSet
@@ -79,6 +79,8 @@ class LabelSource:
     num_classes: int
     probabilities: Path | None = None
     supervision: str = "box"
+    seeds: Path | None = None                     # the run's seeds (tightness prior of Y')
+    refine: RefineSettings = field(default_factory=lambda: RefineSettings(tight_background=1.0))
 
     @classmethod
     def open(cls, labels: str | Path, num_classes: int) -> "LabelSource":
@@ -89,12 +91,14 @@ class LabelSource:
             raise DataError(labels, "--labels must be a run folder or a folder of <id>.png labels")
         if (labels / "pseudo_labels").is_dir():
             probabilities = labels / "probabilities"
-            supervision = "box"
+            values = {}
             if (labels / "config.yaml").is_file():
-                values = yaml.safe_load((labels / "config.yaml").read_text(encoding="utf-8"))
-                supervision = (values or {}).get("supervision", "box")
+                values = yaml.safe_load((labels / "config.yaml").read_text(encoding="utf-8")) or {}
+            # A run from before the tightness prior has no refine settings: prior off.
+            refine = RefineSettings(**{"tight_background": 1.0, **values.get("refine", {})})
             return cls(labels / "pseudo_labels", num_classes,
-                       probabilities if probabilities.is_dir() else None, supervision)
+                       probabilities if probabilities.is_dir() else None,
+                       values.get("supervision", "box"), labels / "seeds", refine)
         return cls(labels, num_classes)
 
     def has(self, image_id: str) -> bool:
@@ -113,18 +117,18 @@ class LabelSource:
         return label
 
     def second(self, sample: Sample) -> np.ndarray | None:
-        """``Y'``: the arg-max of the saved node probabilities upsampled bilinearly to the
-        sample, restricted to its weak labels; ``None`` without probabilities."""
+        """``Y'``: the arg-max of the saved node probabilities as the refine stage has them before
+        the CRF (upsampled, restricted to the weak labels, tightness prior); ``None`` without
+        probabilities."""
         if self.probabilities is None:
             return None
         path = inside(self.probabilities, f"{sample.image_id}.npy")
         if not path.is_file():
             raise DataError(path, f"no node probabilities for image {sample.image_id!r} "
                                   "(Y' of the noise-aware loss)")
-        probs = torch.from_numpy(np.load(path).astype(np.float32))
-        size = (sample.height, sample.width)
-        full = upsample_probs(probs, size, stride=node_stride(size, tuple(probs.shape[-2:])))
-        full = restrict_to_weak_labels(sample, full.numpy(), self.supervision)
+        seed_file = inside(self.seeds, f"{sample.image_id}.png") if self.seeds else None
+        refine = self.refine if seed_file is not None else RefineSettings(tight_background=1.0)
+        full = pixel_probabilities(sample, np.load(path), self.supervision, seed_file, refine)
         return full.argmax(axis=0).astype(np.uint8)
 
 
@@ -428,7 +432,7 @@ def run(ctx, image_ids: list[str], own_ids: list[str], context) -> list[dict] | 
         started = time.perf_counter()
         log.info("segmenter round %d/%d: training on %s", index, rounds, labels)
         source = LabelSource(labels, dataset.num_classes, paths.root / "probabilities",
-                             settings.supervision)
+                             settings.supervision, paths.seeds, settings.refine)
         network = train_segmenter(dataset, image_ids, source, folder, settings, device,
                                   show_progress=show_progress)
         predicted = folder / "pseudo_labels"
