@@ -125,3 +125,9 @@ def test_split_script_writes_lists_into_a_linked_copy(sample_root, tmp_path):
     assert VOCDataset(out, split="train").ids == ids[:8]
     assert VOCDataset(out, split="val").ids == ids[8:]
     assert (out / "JPEGImages").is_symlink()
+    every = tmp_path / "every"
+    subprocess.run([sys.executable, str(script), str(sample_root), str(every), "--every", "5"],
+                   check=True, capture_output=True)
+    assert VOCDataset(every, split="val").ids == ids[::5]
+    assert set(VOCDataset(every, split="train").ids) == set(ids) - set(ids[::5])
+    assert sorted(path.stem for path in (every / "val_images").iterdir()) == sorted(ids[::5])
