@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="a run folder or a folder of <id>.png label maps")
     train_segmenter.add_argument("--out", required=True, help="output folder")
     train_segmenter.add_argument("--config", help="YAML settings (path or packaged name, e.g. "
-                                                  "segmenter_gpu)")
+                                                  "box_segmenter_gpu)")
     train_segmenter.add_argument("overrides", nargs="*", metavar="key=value",
                                  help="setting overrides, e.g. segmenter.loss=ce "
                                       "segmenter.training.epochs=2")

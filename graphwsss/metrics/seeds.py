@@ -95,14 +95,21 @@ def seed_classes(seeds: np.ndarray, ignore_index: int = 255) -> list[int]:
 @dataclass
 class SingleClassImages:
     """Images whose pseudo label is one class over the whole image, and images whose seeds hold
-    fewer than two classes: the signs of seeds that nothing can be learned from."""
+    fewer than two classes: the signs of seeds that nothing can be learned from. Images whose
+    weak label names no object (a box run's image without boxes) are expected to be background
+    only and are counted in ``without_objects`` instead."""
 
     labels: list[str] = field(default_factory=list)
     seeds: list[str] = field(default_factory=list)
+    without_objects: int = 0
 
     SHOWN = 20                                # ids listed in metrics.json
 
-    def update(self, image_id: str, label: np.ndarray, seeds: np.ndarray) -> None:
+    def update(self, image_id: str, label: np.ndarray, seeds: np.ndarray,
+               names_objects: bool = True) -> None:
+        if not names_objects:
+            self.without_objects += 1
+            return
         if label.size and (label == label.flat[0]).all():
             self.labels.append(image_id)
         if len(seed_classes(seeds)) < 2:
@@ -111,10 +118,12 @@ class SingleClassImages:
     def merge(self, other: "SingleClassImages") -> "SingleClassImages":
         self.labels += other.labels
         self.seeds += other.seeds
+        self.without_objects += other.without_objects
         return self
 
     def summary(self) -> dict:
         return {"single_class_labels": len(self.labels),
                 "single_class_label_ids": sorted(self.labels)[:self.SHOWN],
                 "seeds_single_class": len(self.seeds),
-                "seeds_single_class_ids": sorted(self.seeds)[:self.SHOWN]}
+                "seeds_single_class_ids": sorted(self.seeds)[:self.SHOWN],
+                "images_without_objects": self.without_objects}

@@ -20,6 +20,7 @@ from graphwsss.data.voc import VOCDataset
 from graphwsss.data.resize import upscale_label
 from graphwsss.metrics import (ConfusionMatrix, ContourFScore, SeedQuality,
                                SingleClassImages)
+from graphwsss.stages.refine import allowed_classes
 from graphwsss.utils.io import atomic_write
 from graphwsss.utils.runtime import get_logger
 
@@ -99,7 +100,8 @@ def score_run(ctx, image_ids: list[str]
         seeds = upscale_label(seeds, ground_truth.shape)   # seeds at max_side: full size
         evaluator.update(label, ground_truth)
         seed_quality.update(seeds, ground_truth)
-        single_class.update(image_id, label, seeds)
+        named = allowed_classes(ctx.dataset.load(image_id), ctx.settings.supervision)
+        single_class.update(image_id, label, seeds, names_objects=len(named) > 1)
     return evaluator, seed_quality, single_class
 
 

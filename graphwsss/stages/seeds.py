@@ -27,6 +27,7 @@ from graphwsss.seeds.sparse import (expand_to_superpixels, image_superpixels, me
 from graphwsss.settings import RunSettings
 from graphwsss.stages.cam import cam_seeds, confident_cam_seeds, load_image_cams
 from graphwsss.stages.paths import RunContext
+from graphwsss.stages.refine import allowed_classes
 from graphwsss.utils.runtime import get_logger
 
 log = get_logger(__name__)
@@ -44,7 +45,7 @@ def run(ctx: RunContext, image_ids: list[str]) -> None:
         gnn_seeds, affinity_seeds = make_seeds(sample, ctx.settings, load_image_cams(ctx, sample),
                                                num_classes=ctx.dataset.num_classes)
         present = seed_classes(gnn_seeds)
-        if len(present) < 2:
+        if len(present) < 2 and len(allowed_classes(sample, ctx.settings.supervision)) > 1:
             log.warning("image %s: its seeds hold %s only, so its pseudo label will be one "
                         "class over the whole image", image_id,
                         f"class {present[0]}" if present else "no class")
