@@ -135,8 +135,7 @@ def _is_run_folder(path: Path) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from graphwsss.config import load_config
-    from graphwsss.settings import RunSettings, supervision_defaults
+    from graphwsss.settings import load_run_settings
 
     from graphwsss.stages.manifest import parse_stages
 
@@ -145,9 +144,7 @@ def _run(args: argparse.Namespace) -> int:
     if stages is not None and not _is_run_folder(Path(args.out)):
         raise DataError(args.out, "--stages reruns stages of an earlier run, but --out holds no "
                                   "run (no run's config.yaml); run without --stages first")
-    settings = load_config(RunSettings, args.config, [f"supervision={args.supervision}",
-                                                      *args.overrides],
-                           defaults=supervision_defaults(args.supervision))
+    settings = load_run_settings(args.config, args.overrides, supervision=args.supervision)
     from graphwsss.stages.run import run     # after the settings: a bad one fails fast
 
     metrics = run(args.data, args.out, settings, force=args.force, images=args.images,
@@ -165,13 +162,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _train_segmenter(args: argparse.Namespace) -> int:
-    from graphwsss.config import load_config
-    from graphwsss.settings import RunSettings
+    from graphwsss.settings import load_run_settings
     from graphwsss.stages import segment
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise DataError(args.out, "--out must name a folder, but this is an existing file")
-    settings = load_config(RunSettings, args.config, args.overrides)
+    settings = load_run_settings(args.config, args.overrides)
     from graphwsss.stages.run import open_dataset
     from graphwsss.utils.distributed import setup_process
 
@@ -188,11 +184,10 @@ def _train_segmenter(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from graphwsss.config import load_config
-    from graphwsss.settings import RunSettings
+    from graphwsss.settings import load_run_settings
     from graphwsss.stages.segment import predict_folder
 
-    settings = load_config(RunSettings, None, args.overrides)
+    settings = load_run_settings(None, args.overrides)
     result = predict_folder(args.model, args.images, args.out, settings, crf=args.crf,
                             data=args.data)
     if result.unrestricted:
@@ -211,14 +206,13 @@ def _predict(args: argparse.Namespace) -> int:
 def _bench_graphs(args: argparse.Namespace) -> int:
     import json
 
-    from graphwsss.config import load_config
-    from graphwsss.settings import RunSettings
     from graphwsss.bench.graphs import bench_graphs, format_table, headline
+    from graphwsss.settings import load_run_settings
 
     # "--builders a b key=value": argparse hands the overrides to --builders; take them back.
     builders = [name for name in args.builders if "=" not in name]
     overrides = [item for item in args.builders if "=" in item] + args.overrides
-    settings = load_config(RunSettings, args.config, ["supervision=box", *overrides])
+    settings = load_run_settings(args.config, overrides, supervision="box")
     result = bench_graphs(args.data, args.out, builders, settings,
                           isolate=not args.in_process, radius_loop=not args.skip_radius_loop)
     print(format_table(result))
@@ -241,12 +235,10 @@ def _settings(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from graphwsss.config import load_config
-    from graphwsss.settings import RunSettings, supervision_defaults
+    from graphwsss.settings import load_run_settings
 
     _check_run_folder(args.out, force=args.force)
-    settings = load_config(RunSettings, None, ["supervision=box", *args.overrides],
-                           defaults=supervision_defaults("box"))
+    settings = load_run_settings(None, args.overrides, supervision="box")
     from graphwsss.stages.run import run     # after the settings: a bad one fails fast
 
     log.info("demo: box-supervised label propagation on the bundled sample (%s)", SAMPLE_DATA)

@@ -294,3 +294,17 @@ def supervision_defaults(supervision: str) -> list[str]:
         raise ValueError(f"unknown supervision {supervision!r}; known: "
                          f"{', '.join(SUPERVISION_DEFAULTS)}")
     return [f"supervision={supervision}", *SUPERVISION_DEFAULTS[supervision]]
+
+
+def load_run_settings(path=None, overrides: list[str] | None = None,
+                      supervision: str | None = None) -> RunSettings:
+    """:class:`RunSettings` from the YAML file ``path`` and ``key=value`` ``overrides``, with the
+    defaults of their supervision underneath (:data:`SUPERVISION_DEFAULTS`): ``supervision`` when
+    given, else the one the file or the overrides name, else box. Every entry point (``graphwsss
+    run``, ``train-segmenter``, the scripts) loads its settings here, so all get the same
+    defaults; the file and the overrides still win over them."""
+    from graphwsss.config import load_config    # config.py is generic; it imports no settings
+
+    overrides = [*([f"supervision={supervision}"] if supervision else []), *(overrides or [])]
+    named = load_config(RunSettings, path, overrides).supervision
+    return load_config(RunSettings, path, overrides, defaults=supervision_defaults(named))

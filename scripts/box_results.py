@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from graphwsss.config import load_config
 from graphwsss.data import VOCDataset, read_label_png, write_label_png
-from graphwsss.settings import RunSettings
+from graphwsss.settings import load_run_settings
 from graphwsss.stages import filled_boxes
 from graphwsss.stages.evaluate import evaluate_folder
 from graphwsss.stages.run import run
@@ -72,7 +71,7 @@ def main() -> None:
         run_dir = out / name.replace(" ", "_").replace("+", "plus").replace(":", "")
         if shared_seeds is not None and not (run_dir / "seeds").exists():
             shutil.copytree(shared_seeds, run_dir / "seeds")
-        settings = load_config(RunSettings, args.config, overrides)
+        settings = load_run_settings(args.config, overrides)
         started = time.perf_counter()
         metrics = run(args.data, run_dir, settings)
         seconds = time.perf_counter() - started

@@ -20,8 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from graphwsss.config import load_config
-from graphwsss.settings import RunSettings
+from graphwsss.settings import load_run_settings
 from graphwsss.stages.cam import infer_cams, train_cam
 from graphwsss.stages.evaluate import write_metrics
 from graphwsss.stages.evaluate_cam import DEFAULT_THRESHOLDS, evaluate_cams
@@ -45,7 +44,7 @@ def run_variant(data: str, out: Path, base: list[str], pooling: str, fsl: str,
     if (out / "cam_metrics.json").is_file():
         return _row(out, pooling, fsl, wall=None)
     overrides = [*base, f"cam.pooling={pooling}", f"cam.fsl={fsl}"]
-    settings = load_config(RunSettings, config, overrides)
+    settings = load_run_settings(config, overrides)
     seed_everything(settings.seed)
     device = resolve_device(settings.device)
     dataset, image_ids = open_dataset(data, settings)

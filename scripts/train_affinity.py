@@ -21,8 +21,7 @@ import argparse
 from pathlib import Path
 
 
-from graphwsss.config import load_config
-from graphwsss.settings import RunSettings
+from graphwsss.settings import load_run_settings
 from graphwsss.stages.affinity import train_affinity
 from graphwsss.stages import seeds as seeds_stage
 from graphwsss.stages.paths import RunContext, RunPaths
@@ -41,7 +40,7 @@ def main() -> None:
     parser.add_argument("--config", help="YAML settings (configs/*.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
-    settings = load_config(RunSettings, args.config, args.overrides)
+    settings = load_run_settings(args.config, args.overrides)
     device, context = setup_process(settings.device, settings.seed)
     dataset, image_ids = open_dataset(args.data, settings)
     out = Path(args.out)

@@ -19,8 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-from graphwsss.config import load_config
-from graphwsss.settings import RunSettings
+from graphwsss.settings import load_run_settings
 from graphwsss.stages.cam import infer_cams, train_cam
 from graphwsss.stages.evaluate import format_table, write_metrics
 from graphwsss.stages.evaluate_cam import evaluate_cams
@@ -42,7 +41,7 @@ def main() -> None:
                         help="score the CAMs against the ground truth afterwards")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
-    settings = load_config(RunSettings, args.config, args.overrides)
+    settings = load_run_settings(args.config, args.overrides)
     device, context = setup_process(settings.device, settings.seed)
     dataset, image_ids = open_dataset(args.data, settings)
     out = Path(args.out)

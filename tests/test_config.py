@@ -285,3 +285,18 @@ def test_packaged_config_found_by_bare_name(tmp_path, monkeypatch):
         load_config(RunSettings, "box_vco")
     with pytest.raises(ConfigError, match="config file is missing"):
         load_config(RunSettings, "some/where/box_voc.yaml")
+
+
+def test_every_entry_point_gets_the_supervision_defaults(tmp_path):
+    """``load_run_settings``: the defaults of the supervision the overrides or the file name;
+    the file and the overrides still win."""
+    from graphwsss.settings import load_run_settings
+
+    assert load_run_settings(None, ["supervision=scribble"]).propagator.reg_weight == 0.3
+    assert load_run_settings(None, []).propagator.reg_weight == 0.01           # box
+    config = tmp_path / "point.yaml"
+    config.write_text("supervision: point\npropagator:\n  lr: 0.5\n")
+    settings = load_run_settings(config, ["propagator.epochs_first=2"])
+    assert settings.graph.radius == 3 and settings.propagator.lr == 0.5
+    assert settings.propagator.epochs_first == 2 and settings.propagator.epochs_second == 50
+    assert load_run_settings(config, supervision="image").supervision == "image"
