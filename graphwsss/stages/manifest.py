@@ -123,7 +123,10 @@ def read_manifest(root: Path) -> dict[str, dict]:
 
 def _differences(recorded: dict[str, Any], current: dict[str, Any],
                  legacy: bool = False) -> list[str]:
-    keys = set(current) if legacy else set(current) | set(recorded)
+    """The keys that shape the stage now (``current``) whose value differs from the record. A
+    recorded key the stage no longer reads (removed from graphwsss, or moved to another stage,
+    as ``crf.*`` moved from propagation to refine) changes nothing in its outputs."""
+    keys = set(current)
     return sorted(key for key in keys if recorded.get(key, _MISSING) != current.get(key, _MISSING)
                   and not (legacy and key not in recorded)
                   and not _added_at_default(key, recorded, current))

@@ -111,3 +111,14 @@ def test_report_alone_shows_the_metrics_on_disk(finished, sample_root):
     page = (finished / "report.html").read_text()
     miou = json.loads((finished / "metrics.json").read_text())["miou"]
     assert f"{miou:.1f}" in page or f"{miou:.2f}" in page
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_a_setting_recorded_under_another_stage_does_not_block(finished, sample_root):
+    """Run folders from before the refine stage recorded ``crf.*`` under propagation; a key the
+    stage no longer reads changes nothing in its outputs."""
+    manifest = json.loads((finished / "stages.json").read_text())
+    manifest["propagation"]["settings"]["crf.enabled"] = True
+    manifest["propagation"]["settings"]["propagator.removed_setting"] = 3
+    (finished / "stages.json").write_text(json.dumps(manifest))
+    assert _run(sample_root, finished, stages="refine,evaluate") == 0
