@@ -163,9 +163,7 @@ def check_stages(root: Path, settings: RunSettings, force: bool = False) -> dict
                                legacy=entry.get("legacy", False))
         if not changed:
             continue
-        shown = ", ".join(f"{key} ({_show(entry['settings'].get(key, _MISSING))} -> "
-                          f"{_show(current[stage].get(key, _MISSING))})" for key in changed[:6])
-        more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+        shown, more = _describe(changed, entry["settings"], current[stage])
         if not force:
             raise ConfigError(
                 f"{root}: settings {shown}{more} differ from those that made the {stage} "
@@ -219,9 +217,8 @@ def plan_stages(root: Path, settings: RunSettings, stages: tuple[str, ...],
         changed = _differences(entry["settings"], current[stage],
                                legacy=entry.get("legacy", False))
         if changed:
-            shown = ", ".join(f"{key} ({_show(entry['settings'].get(key, _MISSING))} -> "
-                              f"{_show(current[stage].get(key, _MISSING))})" for key in changed[:6])
-            raise ConfigError(f"{root}: settings {shown} differ from those that made the {stage} "
+            shown, more = _describe(changed, entry["settings"], current[stage])
+            raise ConfigError(f"{root}: settings {shown}{more} differ from those that made the {stage} "
                               f"stage's outputs; add {stage} to --stages, or run without --stages "
                               "and with --force")
     later = tuple(STAGES[STAGES.index(used[first]):]) if named else ()
@@ -234,6 +231,14 @@ def plan_stages(root: Path, settings: RunSettings, stages: tuple[str, ...],
         for name in RUN_OUTPUTS:
             (root / name).unlink(missing_ok=True)
     return {name: value for name, value in manifest.items() if name not in later}
+
+
+def _describe(changed: list[str], recorded: dict[str, Any], current: dict[str, Any],
+              shown: int = 6) -> tuple[str, str]:
+    """``("key (old -> new), ...", " and N more")`` for the first ``shown`` changed keys."""
+    listed = ", ".join(f"{key} ({_show(recorded.get(key, _MISSING))} -> "
+                       f"{_show(current.get(key, _MISSING))})" for key in changed[:shown])
+    return listed, (f" and {len(changed) - shown} more" if len(changed) > shown else "")
 
 
 def _show(value: Any) -> str:
