@@ -59,7 +59,7 @@ def check_not_empty(items: tuple) -> str | None:
 class BackboneSettings:
     name: Literal["efficientnet_lite0", "resnet50", "resnet101"] = "efficientnet_lite0"  # CNN
     weights: str | None = "imagenet"          # "imagenet" (bundled for efficientnet), a path, or null
-    output_stride: Literal[8, 16, 32] = 8     # node grid stride (docs/method.md §4–5)
+    output_stride: Literal[4, 8, 16, 32] = 8  # node grid stride (docs/method.md §4–5)
 
 
 @dataclass

@@ -116,7 +116,7 @@ def test_ranges_declared_next_to_fields_are_checked():
     ("affinity.training.scale_range=[1.3, 0.7]",
      "affinity.training.scale_range: [1.3, 0.7] must be [low, high] with low <= high"),
     ("cam.inference_scales=[]", "cam.inference_scales: [] must not be empty"),
-    ("backbone.output_stride=12", "backbone.output_stride: 12 is not one of [8, 16, 32]"),
+    ("backbone.output_stride=12", "backbone.output_stride: 12 is not one of [4, 8, 16, 32]"),
     ("device=tpu", "device: 'tpu' is not a device (allowed: auto, cpu, cuda, cuda:N)"),
     ("device=cuda0", "device: 'cuda0' is not a device (allowed: auto, cpu, cuda, cuda:N)"),
 ])

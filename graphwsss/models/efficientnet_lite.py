@@ -179,7 +179,7 @@ class EfficientNetLite0(Backbone):
     """EfficientNet-Lite0 features at five levels (see the module docstring for the table).
 
     Args:
-        output_stride: 8, 16 or 32; stages beyond it run dilated instead of strided.
+        output_stride: 4, 8, 16 or 32; stages beyond it run dilated instead of strided.
 
     Shapes: ``[B, 3, H, W]`` normalised as ``(rgb - 127) / 128`` (:meth:`normalize`) to
     ``[B, channels[i], ceil(H / strides[i]), ceil(W / strides[i])]`` for the five levels.

@@ -30,7 +30,7 @@ def build_backbone(name: str = "efficientnet_lite0", weights: str | os.PathLike 
         name: one of :data:`BACKBONE_NAMES`.
         weights: ``"imagenet"`` for the ImageNet weights that ship with graphwsss (only
             ``efficientnet_lite0``), a path to a state dict file, or ``None`` for random init.
-        output_stride: stride of the coarsest levels, 8, 16 or 32.
+        output_stride: stride of the coarsest levels, 4, 8, 16 or 32.
     """
     if name not in BUILDERS:
         raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(BACKBONE_NAMES)}")

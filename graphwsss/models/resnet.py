@@ -77,7 +77,7 @@ class ResNet(Backbone):
 
     Args:
         depths: number of blocks in layer1 … layer4, e.g. ``(3, 4, 6, 3)`` for ResNet-50.
-        output_stride: 8, 16 or 32; layers beyond it run dilated instead of strided.
+        output_stride: 4, 8, 16 or 32; layers beyond it run dilated instead of strided.
 
     Shapes: ``[B, 3, H, W]`` normalised with the ImageNet statistics (:meth:`normalize`) to
     ``[B, channels[i], ceil(H / strides[i]), ceil(W / strides[i])]`` for the four levels.

@@ -26,7 +26,7 @@ def centre_crop_224(image: np.ndarray) -> np.ndarray:
     return resized.round().clip(0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("output_stride", [32, 8])
+@pytest.mark.parametrize("output_stride", [32, 8, 4])
 def test_classifies_chelsea_as_a_cat(output_stride):
     # At output stride 8 the last stages run dilated; wrong dilations lose the cat entirely.
     model = efficientnet_lite0(weights="imagenet", output_stride=output_stride).eval()
