@@ -376,10 +376,10 @@ class COCODataset:
         if self.has_ground_truth:
             label, instance = self._maps(coco_image_id, height, width)
         stem = Path(info["file_name"]).stem
-        points = []
+        points = None
         if self.supervision in (None, "point"):
-            points = (self._points or {}).get(stem, [])
-            for point in points:
+            points = (self._points or {}).get(stem)
+            for point in points or []:
                 if not (0 <= point.x < width and 0 <= point.y < height):
                     raise DataError(self.root / "points.json",
                                     f"point ({point.x}, {point.y}) of image {stem!r} lies outside "

@@ -59,6 +59,8 @@ class Sample:
     Shapes: ``image`` ``[H, W, 3]`` uint8 RGB; ``label``, ``instance`` and ``scribble``
     ``[H, W]`` uint8 (255 void / unlabeled) or None when the set has none.
     ``tags`` are the sorted foreground class ids present (derived from the boxes).
+    ``points`` is None when ``points.json`` has no entry for the image (or is absent), and an
+    empty list when its entry lists no point (an image without objects).
     """
 
     image_id: str
@@ -67,7 +69,7 @@ class Sample:
     label: np.ndarray | None = None
     instance: np.ndarray | None = None
     scribble: np.ndarray | None = None
-    points: list[Point] = field(default_factory=list)
+    points: list[Point] | None = None
     tags: tuple[int, ...] = ()
     image_path: Path | None = None
     # Set when the sample was shrunk to its working size (graphwsss.data.resize): the image's

@@ -68,7 +68,8 @@ def downscale_sample(sample: Sample, max_side: int) -> tuple[Sample, float]:
     return dataclasses.replace(
         sample, image=image,
         boxes=[_scale_box(box, sy, sx, *size) for box in sample.boxes],
-        points=[_scale_point(point, sy, sx, *size) for point in sample.points],
+        points=(None if sample.points is None else
+                [_scale_point(point, sy, sx, *size) for point in sample.points]),
         label=_nearest(sample.label, size), instance=_nearest(sample.instance, size),
         scribble=_scatter(sample.scribble, size),
         original_size=(height, width), original_boxes=list(sample.boxes)), size[0] / height

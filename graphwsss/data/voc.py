@@ -299,9 +299,9 @@ class VOCDataset:
         if everything or self.supervision == "scribble":
             scribble = self._optional_map("SegmentationScribble", image_id, (height, width))
             self._check_class_map(scribble, self.root / "SegmentationScribble" / f"{image_id}.png")
-        points = ((self._points or {}).get(image_id, [])
-                  if everything or self.supervision == "point" else [])
-        for point in points:
+        points = ((self._points or {}).get(image_id)
+                  if everything or self.supervision == "point" else None)
+        for point in points or []:
             if not (0 <= point.x < width and 0 <= point.y < height):
                 raise DataError(self.root / "points.json",
                                 f"point ({point.x}, {point.y}) of image {image_id!r} lies outside "

@@ -94,7 +94,7 @@ def allowed_classes(sample: Sample, supervision: str) -> list[int]:
     elif supervision == "scribble":
         named = set(np.unique(sample.scribble).tolist()) - {IGNORE_INDEX}
     elif supervision == "point":
-        named = {point.class_id for point in sample.points}
+        named = {point.class_id for point in sample.points or []}
     else:
         named = set(sample.tags)
     return sorted(named | {0})

@@ -114,7 +114,8 @@ def make_seeds(sample: Sample, settings: RunSettings, cams: np.ndarray | None = 
             gnn = merge_seeds(expanded, np.where(confident == 0, 0, IGNORE_INDEX).astype(np.uint8))
         return (with_background(gnn, sample.scribble, segments),
                 with_background(merge_seeds(expanded, confident), sample.scribble, segments))
-    require_weak_label(bool(sample.points), sample.image_path, "point (points.json)")
+    # An entry with no point is an image without objects: its seeds are background only.
+    require_weak_label(sample.points is not None, sample.image_path, "entry in points.json")
     points = points_to_map(sample.points, sample.height, sample.width, sample.image_id)
     expanded = expand_to_superpixels(points, segments)
     return (with_background(merge_seeds(expanded, confident), points, segments),

@@ -239,5 +239,5 @@ def test_points_json_beside_the_file_for_point_runs(tmp_path):
     (tmp_path / "points.json").write_text(json.dumps({"a": [{"class": "cat", "x": 2, "y": 3}]}))
     dataset = COCODataset(path, tmp_path, supervision="point", root=tmp_path)
     assert [(p.x, p.y, p.class_id) for p in dataset.load("a").points] == [(2, 3, 2)]
-    assert dataset.load("b").points == []
-    assert COCODataset(path, tmp_path, supervision="box").load("a").points == []
+    assert dataset.load("b").points is None                # no entry: no point annotation
+    assert COCODataset(path, tmp_path, supervision="box").load("a").points is None

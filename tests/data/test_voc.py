@@ -153,3 +153,17 @@ def test_shared_sets_read_cleanly(name, count):
         warnings.simplefilter("error")
         for sample in dataset:
             assert sample.label is not None and all(box.area > 0 for box in sample.boxes)
+
+
+def test_points_entry_missing_is_none_and_empty_entry_is_an_image_without_objects(sample_copy):
+    """An id absent from points.json has no point annotation (``None``); an entry with no point
+    is an annotated image without objects (``[]``)."""
+    points_path = sample_copy / "points.json"
+    points = json.loads(points_path.read_text())
+    points["10_10_s"] = []
+    del points["1_11_s"]
+    points_path.write_text(json.dumps(points))
+    dataset = VOCDataset(sample_copy, supervision="point")
+    assert dataset.load("10_10_s").points == []
+    assert dataset.load("1_11_s").points is None
+    assert VOCDataset(sample_copy, supervision="box").load("10_10_s").points is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -88,3 +89,16 @@ def _other_boxes(sample, box):
         if other is not box:
             covered[other.slices()] = True
     return covered
+
+
+def test_point_seeds_of_an_image_without_objects_are_background(sample_root):
+    """An empty points.json entry (an image without objects) gives background seeds and no
+    foreground; an image without an entry is an error that names points.json."""
+    settings = load_config(RunSettings, None, ["supervision=point"])
+    sample = VOCDataset(sample_root).load(VOCDataset(sample_root).ids[0])
+    cams = np.zeros((16, *sample.image.shape[:2]), np.float32)   # no class present
+    empty = dataclasses.replace(sample, points=[])
+    gnn, _ = make_seeds(empty, settings, cams)
+    assert set(seeds.seed_classes(gnn)) == {0}
+    with pytest.raises(DataError, match=r"no entry in points\.json for this image"):
+        make_seeds(dataclasses.replace(sample, points=None), settings, cams)
