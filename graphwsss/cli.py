@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import platform
 import sys
@@ -174,6 +175,11 @@ def _train_segmenter(args: argparse.Namespace) -> int:
     device, context = setup_process(settings.device, settings.seed)
     dataset, image_ids = open_dataset(args.data, settings)
     labels = segment.LabelSource.open(args.labels, dataset.num_classes)
+    if labels.probabilities is not None and labels.supervision != settings.supervision:
+        # Y' is restricted to the run's weak labels: load those (scribbles, points) with images.
+        log.info("train-segmenter: supervision=%s, from %s", labels.supervision, args.labels)
+        settings = dataclasses.replace(settings, supervision=labels.supervision)
+        dataset, image_ids = open_dataset(args.data, settings)
     if context.is_main:
         segment.write_training_config(args.out, settings)
     segment.train_segmenter(dataset, image_ids, labels, args.out, settings, device,

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -131,3 +132,17 @@ def test_split_script_writes_lists_into_a_linked_copy(sample_root, tmp_path):
     assert VOCDataset(every, split="val").ids == ids[::5]
     assert set(VOCDataset(every, split="train").ids) == set(ids) - set(ids[::5])
     assert sorted(path.stem for path in (every / "val_images").iterdir()) == sorted(ids[::5])
+
+
+def test_nal_on_a_scribble_run_reads_the_scribbles(rounds_run, sample_root, tmp_path):
+    """Y' of a scribble run is restricted to the scribbles' classes: train-segmenter loads the
+    images with the run's supervision, whatever its own settings say."""
+    run = tmp_path / "scribble_run"
+    shutil.copytree(rounds_run, run)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("supervision: box", "supervision: scribble"))
+    assert LabelSource.open(run, VOCDataset(sample_root).num_classes).supervision == "scribble"
+    model_dir = tmp_path / "model"
+    assert main(["train-segmenter", "--data", str(sample_root), "--labels", str(run),
+                 "--out", str(model_dir), *TINY, "segmenter.loss=nal", "limit=2"]) == 0
+    assert "supervision: scribble" in (model_dir / "config.yaml").read_text()
