@@ -5,9 +5,10 @@ upsampling to the working size (bilinear, stride ``s`` from the grid), the class
 the weak labels (box runs: each class only inside its own boxes; other runs: background and the
 classes the scribbles, points or tags name), for box runs the tightness prior
 (:mod:`graphwsss.postprocess.tightness`, ``refine.tight_background``), DenseCRF (``crf.*``),
-restricted again, arg-max, and back to the original size (``max_side``). Writes ``pseudo_labels/<id>.png`` and, for images with
-boxes, ``instances/<id>.png`` + ``.json`` (one mask per box). Images with a pseudo label are
-skipped; changing only ``crf.*`` reruns this stage alone, in seconds.
+restricted again, arg-max, and back to the original size (``max_side``). Writes
+``pseudo_labels/<id>.png`` and, for images with boxes, ``instances/<id>.png`` + ``.json`` (one
+mask per box). Images with a pseudo label are skipped; changing only ``crf.*`` reruns this stage
+alone, in seconds.
 
 :func:`write_collections` then gathers every image's instances into ``instances/instances.json``
 (and, for COCO input, ``annotations.json``: the input file with one mask per box).
