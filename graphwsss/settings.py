@@ -77,6 +77,13 @@ class SeedSettings:
     background_fraction: float = ranged(0.2, ge=0, le=1)  # ... this share of it, lowest max-CAM first
     background_min_distance: float = ranged(0.1, ge=0)  # ... farther from every point or scribble
                                               # than this share of the image diagonal
+    scribble_background: Literal["auto", "annotated", "unannotated"] = "auto"  # annotated: the
+                                              # scribbles mark background wherever an image has
+                                              # some, so an image without a background stroke
+                                              # has none (no background seeds, none in its
+                                              # label); unannotated: background seeds are added
+                                              # as above; auto: annotated when any scribble of
+                                              # the data set marks background (data/voc.py)
     source: Literal["weak_labels", "files"] = "weak_labels"  # seeds made from the weak labels,
                                               # or read from seeds.dir (another tool's)
     dir: str | None = None                    # seeds.source=files: folder of <id>.png, one per image

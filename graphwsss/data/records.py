@@ -76,6 +76,9 @@ class Sample:
     # ``(H, W)`` and boxes before that, at which pseudo labels and instances are written.
     original_size: tuple[int, int] | None = None
     original_boxes: list[Box] | None = None
+    # The weak labels say the image holds no background: its scribbles mark none, in a data set
+    # whose scribbles mark background wherever there is some (VOCDataset's scribble_background).
+    no_background: bool = False
 
     @property
     def height(self) -> int:

@@ -165,14 +165,23 @@ class VOCDataset:
             ``image``): inputs it does not use are then never read, so a broken one cannot stop
             it (``points.json`` only for ``point``, ``SegmentationScribble/`` only for
             ``scribble``; ``SegmentationObject/`` not at all). ``None``: read everything.
+        scribble_background: ``annotated`` when the scribbles mark background wherever an image
+            has some (the ScribbleSup protocol): a sample whose scribbles mark none then has
+            ``no_background`` set. ``unannotated``: scribbles may leave background unmarked.
+            ``auto``: annotated when any scribble of the data set marks background
+            (:attr:`background_is_scribbled`).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train",
                  ids: list[str] | None = None, tags_file: str | os.PathLike | None = None,
-                 supervision: str | None = None) -> None:
+                 supervision: str | None = None, scribble_background: str = "auto") -> None:
+        if scribble_background not in ("auto", "annotated", "unannotated"):
+            raise ValueError(f"scribble_background must be auto, annotated or unannotated, got "
+                             f"{scribble_background!r}")
         self.root = Path(root)
         self.tags_file = Path(tags_file) if tags_file else None
         self.supervision = supervision
+        self.scribble_background = scribble_background
         if not self.root.is_dir():
             raise DataError(self.root, "data folder does not exist")
         self.class_names = read_class_names(self.root / "labels.txt")
@@ -231,6 +240,18 @@ class VOCDataset:
         if image_id not in self._tags:
             raise DataError(self.tags_file, f"no tags for image {image_id!r}")
         return self._tags[image_id]
+
+    @cached_property
+    def background_is_scribbled(self) -> bool:
+        """Whether the scribbles mark background wherever an image has some, so that an image
+        whose scribbles mark none has no background (``scribble_background``; ``auto``: whether
+        any scribble of the data set's images marks class 0)."""
+        if self.scribble_background != "auto":
+            return self.scribble_background == "annotated"
+        folder = self.root / "SegmentationScribble"
+        return any((folder / f"{image_id}.png").is_file()
+                   and bool((read_label_png(folder / f"{image_id}.png") == 0).any())
+                   for image_id in self.ids)
 
     @cached_property
     def _points(self) -> dict[str, list[Point]] | None:
@@ -306,6 +327,9 @@ class VOCDataset:
                 raise DataError(self.root / "points.json",
                                 f"point ({point.x}, {point.y}) of image {image_id!r} lies outside "
                                 f"the {width}x{height} image")
+        no_background = (scribble is not None and not bool((scribble == 0).any())
+                         and self.background_is_scribbled)
         return Sample(image_id=image_id, image=image, boxes=boxes, label=label,
                       instance=instance, scribble=scribble, points=points,
-                      tags=self.tags(image_id, boxes), image_path=image_path)
+                      tags=self.tags(image_id, boxes), image_path=image_path,
+                      no_background=no_background)

@@ -96,19 +96,22 @@ def seed_classes(seeds: np.ndarray, ignore_index: int = 255) -> list[int]:
 class SingleClassImages:
     """Images whose pseudo label is one class over the whole image, and images whose seeds hold
     fewer than two classes: the signs of seeds that nothing can be learned from. Images whose
-    weak label names no object (a box run's image without boxes) are expected to be background
-    only and are counted in ``without_objects`` instead."""
+    weak label names one class only are expected to be one class and are counted in
+    ``one_class_named`` instead: an image without objects (no box, point or tag), or one object
+    whose scribbles mark no background in a data set that scribbles background."""
 
     labels: list[str] = field(default_factory=list)
     seeds: list[str] = field(default_factory=list)
-    without_objects: int = 0
+    one_class_named: int = 0
 
     SHOWN = 20                                # ids listed in metrics.json
 
     def update(self, image_id: str, label: np.ndarray, seeds: np.ndarray,
-               names_objects: bool = True) -> None:
-        if not names_objects:
-            self.without_objects += 1
+               classes_named: int = 2) -> None:
+        """Count one image; ``classes_named``: how many classes (background included) its weak
+        label allows."""
+        if classes_named < 2:
+            self.one_class_named += 1
             return
         if label.size and (label == label.flat[0]).all():
             self.labels.append(image_id)
@@ -118,7 +121,7 @@ class SingleClassImages:
     def merge(self, other: "SingleClassImages") -> "SingleClassImages":
         self.labels += other.labels
         self.seeds += other.seeds
-        self.without_objects += other.without_objects
+        self.one_class_named += other.one_class_named
         return self
 
     def summary(self) -> dict:
@@ -126,4 +129,4 @@ class SingleClassImages:
                 "single_class_label_ids": sorted(self.labels)[:self.SHOWN],
                 "seeds_single_class": len(self.seeds),
                 "seeds_single_class_ids": sorted(self.seeds)[:self.SHOWN],
-                "images_without_objects": self.without_objects}
+                "images_one_class_named": self.one_class_named}

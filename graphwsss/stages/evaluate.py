@@ -101,7 +101,7 @@ def score_run(ctx, image_ids: list[str]
         evaluator.update(label, ground_truth)
         seed_quality.update(seeds, ground_truth)
         named = allowed_classes(ctx.dataset.load(image_id), ctx.settings.supervision)
-        single_class.update(image_id, label, seeds, names_objects=len(named) > 1)
+        single_class.update(image_id, label, seeds, classes_named=len(named))
     return evaluator, seed_quality, single_class
 
 

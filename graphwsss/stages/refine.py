@@ -89,7 +89,8 @@ def node_stride(image_size: tuple[int, int], grid_size: tuple[int, int]) -> int:
 
 def allowed_classes(sample: Sample, supervision: str) -> list[int]:
     """Background and the classes the image's weak labels name: its boxes' classes, scribble
-    classes, point classes or tags. Pseudo labels never contain any other class."""
+    classes, point classes or tags. Pseudo labels never contain any other class. Background is
+    left out when the weak labels say the image has none (``sample.no_background``)."""
     if supervision == "box":
         named = {box.class_id for box in sample.boxes}
     elif supervision == "scribble":
@@ -98,7 +99,7 @@ def allowed_classes(sample: Sample, supervision: str) -> list[int]:
         named = {point.class_id for point in sample.points or []}
     else:
         named = set(sample.tags)
-    return sorted(named | {0})
+    return sorted(named if sample.no_background else named | {0})
 
 
 def restrict_to_weak_labels(sample: Sample, full: np.ndarray, supervision: str) -> np.ndarray:

@@ -180,7 +180,8 @@ def open_dataset(data_root: str | os.PathLike, settings: RunSettings,
                               root=root)
     else:
         dataset = VOCDataset(data_root, split=settings.split, tags_file=settings.seeds.tags_file,
-                             supervision=settings.supervision)
+                             supervision=settings.supervision,
+                             scribble_background=settings.seeds.scribble_background)
     if settings.max_side:        # samples load at their working size (labels: full size)
         dataset = ResizedDataset(dataset, settings.max_side)
     return dataset, dataset.ids[:settings.limit] if settings.limit else list(dataset.ids)

@@ -68,7 +68,9 @@ def make_seeds(sample: Sample, settings: RunSettings, cams: np.ndarray | None = 
       confident (3.5).
     * scribble: scribbles expanded to superpixels (M_S) for the GNN; M_S, else the CAM's
       confident seeds M'_I, for the affinity CNN. An image whose scribbles mark too little
-      background takes M'_I's confident background into M_g too.
+      background takes M'_I's confident background into M_g too, unless the data set's
+      scribbles mark background wherever there is some (``sample.no_background``): such an image
+      gets no background seed at all.
     * point: points expanded to superpixels (M_P), else M'_I, for the GNN; M'_I for the CNN.
     * image: M'_I for both.
 
@@ -109,6 +111,9 @@ def make_seeds(sample: Sample, settings: RunSettings, cams: np.ndarray | None = 
         scribbled = sample.scribble is not None and bool((sample.scribble != IGNORE_INDEX).any())
         require_weak_label(scribbled, sample.image_path, "scribble (SegmentationScribble/<id>.png)")
         expanded = expand_to_superpixels(sample.scribble, segments)
+        if sample.no_background:
+            objects_only = np.where(confident == 0, IGNORE_INDEX, confident).astype(np.uint8)
+            return expanded, merge_seeds(expanded, objects_only)
         gnn = expanded
         if background_share(expanded) < rule.background_min_share:
             gnn = merge_seeds(expanded, np.where(confident == 0, 0, IGNORE_INDEX).astype(np.uint8))

@@ -167,3 +167,26 @@ def test_points_entry_missing_is_none_and_empty_entry_is_an_image_without_object
     assert dataset.load("10_10_s").points == []
     assert dataset.load("1_11_s").points is None
     assert VOCDataset(sample_copy, supervision="box").load("10_10_s").points is None
+
+
+def test_scribbles_that_mark_background_elsewhere_mean_none_where_they_do_not(sample_root,
+                                                                              sample_copy):
+    """In a data set whose scribbles mark background (12_13_s has a background stroke), an image
+    without one (10_10_s: a flower filling the frame) has no background; ``unannotated`` and a
+    data set that never scribbles background keep background possible everywhere."""
+    dataset = VOCDataset(sample_root, supervision="scribble")
+    assert dataset.background_is_scribbled
+    assert dataset.load("10_10_s").no_background and not dataset.load("12_13_s").no_background
+    assert not VOCDataset(sample_root, supervision="scribble",
+                          scribble_background="unannotated").load("10_10_s").no_background
+    assert not VOCDataset(sample_root, supervision="box").load("10_10_s").no_background
+    for path in (sample_copy / "SegmentationScribble").glob("*.png"):
+        scribble = read_label_png(path)
+        scribble[scribble == 0] = 255
+        write_label_png(path, scribble)
+    unmarked = VOCDataset(sample_copy, supervision="scribble")
+    assert not unmarked.background_is_scribbled and not unmarked.load("10_10_s").no_background
+    assert VOCDataset(sample_copy, supervision="scribble",
+                      scribble_background="annotated").load("12_13_s").no_background
+    with pytest.raises(ValueError, match="scribble_background must be"):
+        VOCDataset(sample_root, scribble_background="sometimes")

@@ -76,15 +76,15 @@ def test_bad_inputs_raise():
         quality.merge(SeedQuality(ignore_index=0))
 
 
-def test_images_without_objects_are_not_counted_as_single_class():
+def test_images_naming_one_class_are_not_counted_as_single_class():
     from graphwsss.metrics import SingleClassImages
 
     counts = SingleClassImages()
     background = np.zeros((4, 4), np.uint8)
-    counts.update("empty", background, background, names_objects=False)
+    counts.update("empty", background, background, classes_named=1)
     counts.update("failed", background, background)
     other = SingleClassImages()
     other.update("fine", np.eye(4, dtype=np.uint8), np.eye(4, dtype=np.uint8))
     summary = counts.merge(other).summary()
     assert summary["single_class_labels"] == 1 and summary["single_class_label_ids"] == ["failed"]
-    assert summary["seeds_single_class"] == 1 and summary["images_without_objects"] == 1
+    assert summary["seeds_single_class"] == 1 and summary["images_one_class_named"] == 1

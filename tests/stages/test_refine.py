@@ -41,6 +41,9 @@ def test_allowed_classes_follow_each_kind_of_weak_label():
     assert refine.allowed_classes(_sample(scribble=scribble), "scribble") == [0, 3]
     assert refine.allowed_classes(_sample(points=[Point(1, 1, 4)]), "point") == [0, 4]
     assert refine.allowed_classes(_sample(tags=(1, 5)), "image") == [0, 1, 5]
+    scribble[1, 1] = 255                # no background stroke, and the data set says none
+    assert refine.allowed_classes(_sample(scribble=scribble, no_background=True),
+                                  "scribble") == [3]
 
 
 def test_restriction_clears_classes_the_weak_labels_do_not_name():

@@ -12,6 +12,7 @@ import torch
 from graphwsss.config import ConfigError, load_config
 from graphwsss.data.errors import DataError
 from graphwsss.data.palette import read_label_png
+from graphwsss.data.records import Sample
 from graphwsss.data.voc import VOCDataset
 from graphwsss.settings import RunSettings
 from graphwsss.stages import seeds
@@ -102,3 +103,19 @@ def test_point_seeds_of_an_image_without_objects_are_background(sample_root):
     assert set(seeds.seed_classes(gnn)) == {0}
     with pytest.raises(DataError, match=r"no entry in points\.json for this image"):
         make_seeds(dataclasses.replace(sample, points=None), settings, cams)
+
+
+def test_scribble_seeds_of_an_image_without_background_hold_none():
+    """Scribbles that mark no background in a data set that scribbles it (``no_background``):
+    neither the CAM's confident background nor the low-CAM rule adds background seeds, to the
+    GNN's seeds or the affinity CNN's; otherwise both do."""
+    settings = load_config(RunSettings, None, ["supervision=scribble"])
+    image = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    scribble = np.full((60, 80), 255, np.uint8)
+    scribble[30, 10:70] = 3
+    cams = np.zeros((4, 60, 80), np.float32)      # a CAM that sees nothing: all confident background
+    sample = Sample(image_id="close-up", image=image, scribble=scribble, no_background=True)
+    gnn, affinity = make_seeds(sample, settings, cams)
+    assert seeds.seed_classes(gnn) == [3] and seeds.seed_classes(affinity) == [3]
+    gnn, affinity = make_seeds(dataclasses.replace(sample, no_background=False), settings, cams)
+    assert seeds.seed_classes(gnn) == [0, 3] and seeds.seed_classes(affinity) == [0, 3]
