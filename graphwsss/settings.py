@@ -77,6 +77,9 @@ class SeedSettings:
     background_fraction: float = ranged(0.2, ge=0, le=1)  # ... this share of it, lowest max-CAM first
     background_min_distance: float = ranged(0.1, ge=0)  # ... farther from every point or scribble
                                               # than this share of the image diagonal
+    point_cam_foreground: bool = True         # point runs: the CAM's confident foreground fills
+                                              # the GNN seeds outside the points' superpixels;
+                                              # false: only its confident background does
     scribble_background: Literal["auto", "annotated", "unannotated"] = "auto"  # annotated: the
                                               # scribbles mark background wherever an image has
                                               # some, so an image without a background stroke

@@ -71,7 +71,8 @@ def make_seeds(sample: Sample, settings: RunSettings, cams: np.ndarray | None = 
       background takes M'_I's confident background into M_g too, unless the data set's
       scribbles mark background wherever there is some (``sample.no_background``): such an image
       gets no background seed at all.
-    * point: points expanded to superpixels (M_P), else M'_I, for the GNN; M'_I for the CNN.
+    * point: points expanded to superpixels (M_P), else M'_I (only its background with
+      ``seeds.point_cam_foreground=false``), for the GNN; M'_I for the CNN.
     * image: M'_I for both.
 
     Scribble, point and image seeds that still hold too little background (a weak CAM has no
@@ -116,15 +117,21 @@ def make_seeds(sample: Sample, settings: RunSettings, cams: np.ndarray | None = 
             return expanded, merge_seeds(expanded, objects_only)
         gnn = expanded
         if background_share(expanded) < rule.background_min_share:
-            gnn = merge_seeds(expanded, np.where(confident == 0, 0, IGNORE_INDEX).astype(np.uint8))
+            gnn = merge_seeds(expanded, _background_only(confident))
         return (with_background(gnn, sample.scribble, segments),
                 with_background(merge_seeds(expanded, confident), sample.scribble, segments))
     # An entry with no point is an image without objects: its seeds are background only.
     require_weak_label(sample.points is not None, sample.image_path, "entry in points.json")
     points = points_to_map(sample.points, sample.height, sample.width, sample.image_id)
     expanded = expand_to_superpixels(points, segments)
-    return (with_background(merge_seeds(expanded, confident), points, segments),
+    fill = confident if rule.point_cam_foreground else _background_only(confident)
+    return (with_background(merge_seeds(expanded, fill), points, segments),
             with_background(confident, points, segments))
+
+
+def _background_only(seeds: np.ndarray) -> np.ndarray:
+    """``seeds``' background (0); every other pixel unknown (255)."""
+    return np.where(seeds == 0, 0, IGNORE_INDEX).astype(np.uint8)
 
 
 def seeds_from_file(sample: Sample, settings: RunSettings,

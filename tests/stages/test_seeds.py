@@ -12,7 +12,7 @@ import torch
 from graphwsss.config import ConfigError, load_config
 from graphwsss.data.errors import DataError
 from graphwsss.data.palette import read_label_png
-from graphwsss.data.records import Sample
+from graphwsss.data.records import Point, Sample
 from graphwsss.data.voc import VOCDataset
 from graphwsss.settings import RunSettings
 from graphwsss.stages import seeds
@@ -119,3 +119,20 @@ def test_scribble_seeds_of_an_image_without_background_hold_none():
     assert seeds.seed_classes(gnn) == [3] and seeds.seed_classes(affinity) == [3]
     gnn, affinity = make_seeds(dataclasses.replace(sample, no_background=False), settings, cams)
     assert seeds.seed_classes(gnn) == [0, 3] and seeds.seed_classes(affinity) == [0, 3]
+
+
+@pytest.mark.parametrize("cam_foreground", [True, False])
+def test_point_seeds_take_the_cams_foreground_only_when_asked(cam_foreground):
+    """``seeds.point_cam_foreground``: the CAM's confident foreground fills the GNN seeds outside
+    the points' superpixels (default), or only its confident background does; the affinity
+    CNN's seeds are M'_I either way."""
+    settings = load_config(RunSettings, None, ["supervision=point",
+                                               f"seeds.point_cam_foreground={cam_foreground}"])
+    image = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    cams = np.zeros((4, 60, 80), np.float32)
+    cams[1, :, 40:] = np.linspace(0.2, 1.0, 40)    # class 2 on the right half
+    sample = Sample(image_id="a", image=image, points=[Point(5, 30, 2)])
+    gnn, affinity = make_seeds(sample, settings, cams)
+    assert gnn[30, 5] == 2 and (gnn[:, :30] != 2).sum() < 60 * 30
+    assert (gnn[:, 70:] == 2).any() == cam_foreground
+    assert (affinity[:, 70:] == 2).any() and (gnn[:, 40:] == 0).sum() == 0
