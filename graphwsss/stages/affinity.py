@@ -152,7 +152,8 @@ def train_affinity_cached(dataset: VOCDataset, image_ids: list[str], seed_dir: s
                           show_progress: bool = True) -> EdgeAffinityNet:
     """Train an :class:`EdgeAffinityNet` head on cached backbone features (``affinity.mode=cached``).
 
-    The frozen backbone runs once per image and mirror (:class:`FeatureCache`); then
+    The frozen backbone runs once per image and mirror (:class:`FeatureCache`; at most
+    ``affinity.cache_images`` images, a subset drawn with the run's seed); then
     ``affinity.steps`` Adam steps (``affinity.adam_lr``, cosine decay, weight decay
     ``training.weight_decay``) on batches of ``training.batch_size`` random crops of
     ``training.crop_size / s`` nodes, loss L_Ac + λ·L_Ar (3.13). Writes
@@ -172,6 +173,12 @@ def train_affinity_cached(dataset: VOCDataset, image_ids: list[str], seed_dir: s
     if missing:
         raise DataError(seed_dir, f"no seed map for {len(missing)} training images "
                                   f"(first: {missing[0]}.png); run the seeds stage first")
+    if len(image_ids) > affinity.cache_images:
+        chosen = np.random.default_rng(settings.seed).choice(len(image_ids), affinity.cache_images,
+                                                             replace=False)
+        log.info("affinity: caching %d of the %d images (affinity.cache_images)",
+                 affinity.cache_images, len(image_ids))
+        image_ids = [image_ids[index] for index in sorted(chosen)]
     started = time.perf_counter()
     cache = FeatureCache(network.backbone, network.stride, device)
     progress = tqdm(image_ids, desc="affinity cache", disable=not show_progress, leave=False)

@@ -85,3 +85,17 @@ def test_run_trains_the_affinity_cnn_and_builds_its_graph(sample_root, tmp_path)
                       f"affinity.training.checkpoint={tmp_path / 'affinity' / 'model.pt'}")
     again = run(sample_root, tmp_path / "reuse", reuse, show_progress=False)
     assert again["images"] == 2 and not (tmp_path / "reuse" / "affinity").exists()
+
+
+def test_cached_training_caches_at_most_cache_images(seeded_run):
+    """``affinity.cache_images`` caps the images whose features are held in memory (a seeded
+    subset of the run's), so a large data set does not fill the memory."""
+    from graphwsss.stages.affinity import train_affinity_cached
+
+    dataset, _, root = seeded_run
+    settings = _settings("affinity.cache_images=1", "affinity.steps=1",
+                         "affinity.training.batch_size=1")
+    train_affinity_cached(dataset, dataset.ids[:2], root / "seeds", root / "aff", settings,
+                          torch.device("cpu"), show_progress=False)
+    log = __import__("json").loads((root / "aff" / "train_log.json").read_text())
+    assert log["cache_entries"] == 2          # one image and its mirror

@@ -88,7 +88,8 @@ def test_resume_with_other_settings_stops(tmp_path, sample_root, capsys):
 SPARSE_FAST = ["limit=2", "cam.training.epochs=1", "cam.training.batch_size=2",
                "cam.training.crop_size=64", "cam.inference_scales=[1.0]",
                "cam.inference_flip=false", "crf.enabled=false", "propagator.epochs_first=2",
-               "propagator.epochs_second=1", "device=cpu"]
+               "propagator.epochs_second=1", "affinity.steps=2", "affinity.training.batch_size=2",
+               "device=cpu"]
 
 
 @pytest.mark.parametrize("supervision", ["scribble", "point", "image"])
