@@ -56,3 +56,16 @@ def test_box_seed_analysis_reads_a_finished_box_run(sample_root, tmp_path):
                             str(sample_root), "--run", str(tmp_path / "none")],
                            capture_output=True, text=True, timeout=300)
     assert empty.returncode == 2 and "no image with seeds" in empty.stderr
+
+
+def test_graph_stats_reports_purity_and_affinities(sample_root):
+    done = subprocess.run([sys.executable, str(SCRIPTS / "graph_stats.py"), "--data",
+                           str(sample_root), "--limit", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    name, stats = done.stdout.strip().splitlines()[-1].split(" ", 1)
+    stats = json.loads(stats)
+    assert name == "backbone" and 0.5 < stats["purity"] <= 1.0
+    # ImageNet features already tell classes apart: neighbours of one class are more alike.
+    assert 0.0 < stats["D_across"] < stats["D_within"] <= 1.0
+    assert stats["pairs_within"] > 0 and stats["pairs_across"] > 0
