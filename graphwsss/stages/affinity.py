@@ -27,6 +27,7 @@ from graphwsss.models.affinity import AffinityNet, EdgeAffinityNet
 from graphwsss.models.registry import build_backbone
 from graphwsss.seeds.grid import grid_seeds
 from graphwsss.settings import BackboneSettings, RunSettings
+from graphwsss.stages.manifest import uses_affinity_network
 from graphwsss.training import AugmentedImageSet, load_trained_weights, train_network
 from graphwsss.training.feature_cache import FeatureCache
 from graphwsss.utils.checkpoint import load_safely
@@ -113,11 +114,12 @@ class AffinityObjective:
 
 
 def run(ctx, image_ids: list[str]) -> AffinityNet | None:
-    """The affinity stage of a run (``graph.builder=affinity`` only, else ``None``): the CNN
+    """The affinity stage of a run (``graph.builder=affinity`` with a propagator that reads the
+    graph, :func:`~graphwsss.stages.manifest.uses_affinity_network`; else ``None``): the CNN
     trained on the seeds of every image in ``image_ids`` (DDP under torchrun), from
     ``affinity_seeds/`` where the run wrote them (scribble, point), else ``seeds/``; its files in
     ``<run>/affinity/``. ``ctx``: the run's :class:`~graphwsss.stages.paths.RunContext`."""
-    if ctx.settings.graph.builder != "affinity":
+    if not uses_affinity_network(ctx.settings):
         return None
     paths = ctx.paths
     log.info("stage affinity: CNN on the seeds of %d images -> %s", len(image_ids), paths.affinity)

@@ -69,6 +69,19 @@ def uses_cams(settings: RunSettings) -> bool:
     return settings.supervision != "box" or settings.seeds.cam_fusion
 
 
+def uses_graph(settings: RunSettings) -> bool:
+    """Whether the propagation reads its graphs: every propagator but ``none`` (a per-node
+    classifier), and always in image-tag runs (the CAMs' random walk runs over the graph)."""
+    return settings.propagator.name != "none" or settings.supervision == "image"
+
+
+def uses_affinity_network(settings: RunSettings) -> bool:
+    """Whether the run trains (or loads) the affinity CNN: ``graph.builder=affinity`` in a run
+    that reads its graphs (:func:`uses_graph`). Its node features are the frozen backbone's
+    either way, so a ``none`` run is the same without it."""
+    return settings.graph.builder == "affinity" and uses_graph(settings)
+
+
 def stage_keys(settings: RunSettings) -> dict[str, dict[str, Any]]:
     """The settings that shape each stage's outputs in this run (stages that run in it only)."""
     flat = {key: value for key, value in flatten(yaml.safe_load(to_yaml(settings))).items()
@@ -87,7 +100,7 @@ def stage_keys(settings: RunSettings) -> dict[str, dict[str, Any]]:
         seeds.update(keys["cam"])
         seeds.update(pick("cam.seed_fraction", "cam.background_threshold"))
     keys["seeds"] = seeds
-    if settings.graph.builder == "affinity":
+    if uses_affinity_network(settings):
         keys["affinity"] = {**seeds, **pick("affinity", "backbone")}
     keys["propagation"] = {**keys.get("affinity", seeds),
                            **pick("graph", "propagator", "backbone")}

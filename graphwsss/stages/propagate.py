@@ -30,7 +30,7 @@ cells, a gather for superpixel graphs, through which gradients flow). Grid radiu
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -49,6 +49,7 @@ from graphwsss.settings import PropagatorSettings, RunSettings
 from graphwsss.stages.cam import load_image_cams
 from graphwsss.stages.graph import (PropagationItem, build_item, make_builder, node_source,
                                     typical_nodes)
+from graphwsss.stages.manifest import uses_affinity_network
 from graphwsss.stages.paths import RunContext
 from graphwsss.utils import get_logger
 from graphwsss.utils.io import atomic_path
@@ -72,6 +73,9 @@ def run(ctx: RunContext, image_ids: list[str], affinity_network=None) -> None:
              paths.root / "probabilities")
     if not todo:
         return
+    if settings.graph.builder == "affinity" and not uses_affinity_network(settings):
+        # propagator.name=none reads no graph, so no affinity CNN was trained for it.
+        settings = replace(settings, graph=replace(settings.graph, builder="backbone"))
     source = node_source(settings, ctx.device, paths.affinity, affinity_network)
     builder = make_builder(settings.graph)
     batch_size = settings.propagator.batch_images or estimate_batch_size(

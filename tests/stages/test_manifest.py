@@ -110,6 +110,12 @@ def test_stage_keys_leave_out_what_changes_nothing():
     assert set(keys) == {"cam", "seeds", "affinity", "propagation", "refine"}
     assert "cam.pooling" in keys["seeds"] and "cam.seed_fraction" not in keys["cam"]
     assert "affinity.steps" in keys["propagation"]
+    graph = RunSettings().graph.__class__(builder="affinity")
+    none = RunSettings(supervision="scribble", graph=graph,
+                       propagator=RunSettings().propagator.__class__(name="none"))
+    assert "affinity" not in stage_keys(none)       # no graph layers: no affinity CNN
+    image_none = RunSettings(supervision="image", graph=graph, propagator=none.propagator)
+    assert "affinity" in stage_keys(image_none)     # its random walk still reads the graph
 
 
 @pytest.mark.usefixtures("single_thread")

@@ -147,6 +147,23 @@ def test_point_run_trains_the_affinity_cnn_on_the_cam_seeds(tmp_path, sample_roo
     assert (out / "affinity" / "model.pt").is_file()
 
 
+def test_none_run_trains_no_affinity_cnn(tmp_path, sample_root, monkeypatch):
+    """``propagator.name=none`` reads no graph: the scribble default ``graph.builder=affinity``
+    trains nothing there, and the run's node features are the backbone's all the same."""
+    import graphwsss.stages.affinity as affinity_module
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the affinity CNN was trained for a run without graph layers")
+
+    monkeypatch.setattr(affinity_module, "train_affinity", fail)
+    out = tmp_path / "none"
+    assert main(["run", "--data", str(sample_root), "--supervision", "scribble", "--out",
+                 str(out), *SPARSE_FAST, "graph.builder=affinity", "propagator.name=none"]) == 0
+    assert not (out / "affinity").exists()
+    assert "affinity" not in json.loads((out / "stages.json").read_text())
+    assert (out / "metrics.json").is_file()
+
+
 def test_box_run_with_cam_fusion_trains_cams(tmp_path, sample_root):
     out = tmp_path / "box_cam"
     assert main(["run", "--data", str(sample_root), "--supervision", "box", "--out", str(out),
