@@ -87,6 +87,9 @@ class SeedSettings:
                                               # label); unannotated: background seeds are added
                                               # as above; auto: annotated when any scribble of
                                               # the data set marks background (data/voc.py)
+    scribble_affinity_cam: bool = True        # scribble runs: the affinity CNN learns from the
+                                              # scribbles' seeds M_S, else the CAM's confident
+                                              # seeds M'_I; false: from the GNN's seeds alone
     source: Literal["weak_labels", "files"] = "weak_labels"  # seeds made from the weak labels,
                                               # or read from seeds.dir (another tool's)
     dir: str | None = None                    # seeds.source=files: folder of <id>.png, one per image

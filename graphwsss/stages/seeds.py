@@ -67,7 +67,8 @@ def make_seeds(sample: Sample, settings: RunSettings, cams: np.ndarray | None = 
       (``seeds.cam_fusion``), GrabCut's M_B fused with the CAM's M_I (3.4) and kept where
       confident (3.5).
     * scribble: scribbles expanded to superpixels (M_S) for the GNN; M_S, else the CAM's
-      confident seeds M'_I, for the affinity CNN. An image whose scribbles mark too little
+      confident seeds M'_I, for the affinity CNN (the GNN's seeds with
+      ``seeds.scribble_affinity_cam=false``). An image whose scribbles mark too little
       background takes M'_I's confident background into M_g too, unless the data set's
       scribbles mark background wherever there is some (``sample.no_background``): such an image
       gets no background seed at all.
@@ -114,12 +115,15 @@ def make_seeds(sample: Sample, settings: RunSettings, cams: np.ndarray | None = 
         expanded = expand_to_superpixels(sample.scribble, segments)
         if sample.no_background:
             objects_only = np.where(confident == 0, IGNORE_INDEX, confident).astype(np.uint8)
-            return expanded, merge_seeds(expanded, objects_only)
+            return expanded, (merge_seeds(expanded, objects_only) if rule.scribble_affinity_cam
+                              else expanded)
         gnn = expanded
         if background_share(expanded) < rule.background_min_share:
             gnn = merge_seeds(expanded, _background_only(confident))
-        return (with_background(gnn, sample.scribble, segments),
-                with_background(merge_seeds(expanded, confident), sample.scribble, segments))
+        gnn = with_background(gnn, sample.scribble, segments)
+        if not rule.scribble_affinity_cam:
+            return gnn, gnn
+        return gnn, with_background(merge_seeds(expanded, confident), sample.scribble, segments)
     # An entry with no point is an image without objects: its seeds are background only.
     require_weak_label(sample.points is not None, sample.image_path, "entry in points.json")
     points = points_to_map(sample.points, sample.height, sample.width, sample.image_id)

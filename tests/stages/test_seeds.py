@@ -136,3 +136,25 @@ def test_point_seeds_take_the_cams_foreground_only_when_asked(cam_foreground):
     assert gnn[30, 5] == 2 and (gnn[:, :30] != 2).sum() < 60 * 30
     assert (gnn[:, 70:] == 2).any() == cam_foreground
     assert (affinity[:, 70:] == 2).any() and (gnn[:, 40:] == 0).sum() == 0
+
+
+@pytest.mark.parametrize("no_background", [False, True])
+def test_scribble_affinity_seeds_leave_out_the_cam_when_asked(no_background):
+    """``seeds.scribble_affinity_cam``: the affinity CNN learns from M_S, else the CAM's
+    confident seeds (default), or from the GNN's seeds alone, which hold no CAM foreground."""
+    image = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    scribble = np.full((60, 80), 255, np.uint8)
+    scribble[30, 10:30] = 1
+    if not no_background:
+        scribble[5, 5:75] = 0
+    cams = np.zeros((4, 60, 80), np.float32)
+    cams[1, :, 50:] = 1.0                          # class 2, confident, far from every scribble
+    sample = Sample(image_id="a", image=image, scribble=scribble, no_background=no_background)
+    for with_cam in (True, False):
+        settings = load_config(RunSettings, None, [
+            "supervision=scribble", f"seeds.scribble_affinity_cam={with_cam}"])
+        gnn, affinity = make_seeds(sample, settings, cams)
+        assert not (gnn == 2).any()
+        assert (affinity[:, 60:] == 2).any() == with_cam
+        if not with_cam:
+            np.testing.assert_array_equal(affinity, gnn)
