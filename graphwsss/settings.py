@@ -206,8 +206,9 @@ class PropagatorSettings:
     consistency_rule: Literal["reference", "background"] = "reference"  # unlabel a box seed when
                                               # cos to its box prototype <= 0 (3.28), or <= cos to
                                               # the background prototype (from the second phase)
-    consistency_features: Literal["last", "first"] = "last"  # the features it compares: H^{L+1}
-                                              # (3.27) or H^1, before the graph layers
+    consistency_features: Literal["last", "first", "input"] = "last"  # the features it
+                                              # compares: H^{L+1} (3.27), H^1 (before the graph
+                                              # layers) or the nodes' input features X
     unknown_background_weight: float = ranged(0.0, ge=0)  # box runs: weight of a background
                                               # L_ce on the unknown cells inside boxes (weak
                                               # evidence)

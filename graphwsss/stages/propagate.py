@@ -167,9 +167,20 @@ class BatchedGraphs:
         rows = values[index]
         if self.layout == "grid":
             return rows.view(-1, self.inputs["x"].shape[-1], rows.shape[-1])[:h, :w].permute(2, 0, 1)
-        cell_node = self.cell_nodes[index]
-        cells = rows[:h * w] if cell_node is None else rows.index_select(0, cell_node)
-        return cells.view(h, w, rows.shape[-1]).permute(2, 0, 1)
+        return cell_map(rows, h, w, self.cell_nodes[index])
+
+    def input_map(self, items: list[PropagationItem], index: int) -> Tensor:
+        """Image ``index``'s node input features ``[C, h, w]`` (``items[index].graph.x``)."""
+        h, w = self.grid_shapes[index]
+        rows = items[index].graph.x.to(self.inputs["x"].device)
+        return cell_map(rows, h, w, self.cell_nodes[index])
+
+
+def cell_map(rows: Tensor, h: int, w: int, cell_node: Optional[Tensor]) -> Tensor:
+    """Grid map ``[C, h, w]`` from one image's node rows ``[N, C]``: each cell takes its node's
+    row (``cell_node`` ``[h * w]``, or ``None`` where the nodes are the cells in raster order)."""
+    cells = rows[:h * w] if cell_node is None else rows.index_select(0, cell_node)
+    return cells.view(h, w, rows.shape[-1]).permute(2, 0, 1)
 
 
 def stack_graphs(items: list[PropagationItem], layout: str, device: torch.device) -> BatchedGraphs:
@@ -305,8 +316,11 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
                     total = total + multi_point_loss(image_logits, image_hidden, item.boxes,
                                                      item.box_classes, selected)
                 if checking:
-                    _check_consistency(index, item, batched.crop(checked, index), selected,
-                                       node_seeds, pixel_seeds, settings.consistency_rule)
+                    features = (batched.input_map(items, index)
+                                if settings.consistency_features == "input"
+                                else batched.crop(checked, index))
+                    _check_consistency(index, item, features, selected, node_seeds,
+                                       pixel_seeds, settings.consistency_rule)
             if in_boxes[index] is not None:
                 total = total + settings.unknown_background_weight * unknown_background_loss(
                     image_logits, node_seeds[index], in_boxes[index])

@@ -234,10 +234,11 @@ def test_random_walk_propagator_follows_rw_method_and_tolerance():
     assert not torch.allclose(walks["matvec"], walks["squaring"])
 
 
-@pytest.mark.parametrize("features", ["last", "first"])
+@pytest.mark.parametrize("features", ["last", "first", "input"])
 def test_background_consistency_rule_unlabels_seeds_like_the_background(features, caplog):
     """A box seed placed on background-like features is unlabeled by the background rule (from
-    the second phase on), comparing H^{L+1} or H^1; more than the reference rule (3.28) does."""
+    the second phase on), comparing H^{L+1}, H^1 or the input features X; more than the
+    reference rule (3.28) does."""
     generator = torch.Generator().manual_seed(0)
     h, w = 6, 8
     features_map = torch.zeros(4, h, w)
