@@ -203,10 +203,11 @@ class PropagatorSettings:
     reg_radius: int = ranged(5, ge=1)         # neighbourhood radius of L_reg (grid cells)
     multi_point: bool = True                  # L_mp (eqs. 3.23–3.26), boxes only
     consistency: bool = True                  # consistency checking (eqs. 3.27–3.28)
-    consistency_rule: Literal["reference", "background"] = "reference"  # unlabel a box seed when
-                                              # cos to its box prototype <= 0 (3.28), or <= cos to
-                                              # the background prototype (from the second phase)
-    consistency_features: Literal["last", "first", "input"] = "last"  # the features it
+    consistency_rule: Literal["reference", "background"] = "background"  # unlabel a box seed
+                                              # when cos to its box prototype <= 0 (3.28), or <=
+                                              # cos to the background prototype (from the second
+                                              # phase on)
+    consistency_features: Literal["last", "first", "input"] = "input"  # the features it
                                               # compares: H^{L+1} (3.27), H^1 (before the graph
                                               # layers) or the nodes' input features X
     unknown_background_weight: float = ranged(0.0, ge=0)  # box runs: weight of a background
