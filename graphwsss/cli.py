@@ -248,7 +248,9 @@ def _demo(args: argparse.Namespace) -> int:
     from graphwsss.stages.run import run     # after the settings: a bad one fails fast
 
     log.info("demo: box-supervised label propagation on the bundled sample (%s)", SAMPLE_DATA)
-    metrics = run(SAMPLE_DATA, args.out, settings, force=args.force)
+    # The demo shows this version: stages an earlier version made with other settings (e.g.
+    # other defaults) are recomputed rather than refused, and the rest resumed.
+    metrics = run(SAMPLE_DATA, args.out, settings, force=True)
     method = settings.propagator.name + (" + CRF" if settings.crf.enabled else "")
     print(f"\n{method} pseudo labels of {metrics['images']} sample images: mIoU "
           f"{metrics['miou']:.1f}, contour F {metrics['contour_f']:.1f} "

@@ -129,3 +129,18 @@ def test_help_is_fast_and_bad_settings_fail_before_torch(tmp_path):
     assert result.stdout.split()[-2:] == ["2", "False"], result.stdout + result.stderr
     assert "graph.radius: 0 is out of range" in result.stderr
     assert not (tmp_path / "Y").exists()
+
+
+def test_demo_recomputes_stages_made_with_other_settings(tmp_path, capsys):
+    """A demo folder left by another version (other defaults) is brought up to date, not
+    refused: the stages whose settings differ are recomputed."""
+    tiny = ["limit=2", "propagator.epochs_first=1", "propagator.epochs_second=1", "device=cpu"]
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), *tiny]) == 0
+    before = json.loads((out / "stages.json").read_text())
+    assert main(["demo", "--out", str(out), *tiny, "crf.enabled=false"]) == 0
+    after = json.loads((out / "stages.json").read_text())
+    assert before["refine"]["settings"]["crf.enabled"] is True
+    assert after["refine"]["settings"]["crf.enabled"] is False
+    assert after["seeds"] == before["seeds"]             # the seeds were resumed
+    assert "CRF" not in capsys.readouterr().out.strip().splitlines()[-2]
