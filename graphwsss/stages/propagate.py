@@ -286,6 +286,9 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
                                     item.grid_shape)[1:].any(0).to(device)
                 if settings.unknown_background_weight > 0 and item.boxes.numel() else None
                 for item in items]
+    # The nodes' input features never change: their grid maps are made once, not per epoch.
+    input_maps = ([batched.input_map(items, index) for index in range(len(items))]
+                  if settings.consistency and settings.consistency_features == "input" else None)
     model.train()
     epochs = trange(settings.epochs_first + settings.epochs_second, leave=False,
                     desc=f"{settings.name} x {len(items)} images", disable=not show_progress)
@@ -316,8 +319,7 @@ def train_propagator(items: list[PropagationItem], settings: PropagatorSettings,
                     total = total + multi_point_loss(image_logits, image_hidden, item.boxes,
                                                      item.box_classes, selected)
                 if checking:
-                    features = (batched.input_map(items, index)
-                                if settings.consistency_features == "input"
+                    features = (input_maps[index] if input_maps is not None
                                 else batched.crop(checked, index))
                     _check_consistency(index, item, features, selected, node_seeds,
                                        pixel_seeds, settings.consistency_rule)
