@@ -246,7 +246,10 @@ class RefineSettings:
                                               # unknown pixels of boxes whose seeds already cross
                                               # every row and column (tightness met); 1 = off
     tight_coverage: float = ranged(0.95, gt=0, le=1)  # share of the box's rows and of its
-                                              # columns the seeds must cross for that
+                                              # columns the seeds must cross for that (and
+                                              # GrabCut's foreground, to be taken)
+    grabcut_iterations: int = ranged(0, ge=0)  # box runs: GrabCut started from the pseudo label,
+                                              # per box, this many iterations (0 = off; §7)
 
 
 @dataclass

@@ -13,6 +13,16 @@ run instead; this script also tries what is not a setting, to decide whether it 
 * ``temp:T``           probabilities raised to T (T < 1 softens the CRF's unary)
 * ``seedmix:W``        seeded pixels take (1 - W)·P + W·one-hot(seed)
 * ``gsxy:, gc:, bsxy:, bsrgb:, bc:``  CRF kernel widths and compatibilities
+* ``col:W``            an image-wide colour model as a second expert before the CRF:
+                       P <- P * P_colour^W, P_colour(k | p) from RGB histograms (``bins:B`` per
+                       channel, default 16) of the pixels whose arg-max is k
+* ``gcut:I``           GrabCut (I iterations) per box instead of the last arg-max inside boxes,
+                       its mask initialised from that arg-max (probable foreground / background),
+                       definite background outside the box; the smaller box wins overlaps;
+                       ``gagree:T``: a box keeps its label where GrabCut's foreground has an
+                       IoU below T with it; ``gtight:C``: where GrabCut's foreground crosses
+                       fewer than C of the box's rows or columns; ``gband:D``: GrabCut
+                       changes only pixels within D pixels of the label's edge; ``gsure:T``: definite where the pre-CRF probability of the arg-max is >= T
 
 A variant is a comma-separated list, e.g. ``ubg:2,bc:5``.
 
@@ -37,6 +47,58 @@ from graphwsss.stages.evaluate import SegmentationEvaluator
 from graphwsss.stages.refine import node_stride
 
 
+def colour_posterior(image: np.ndarray, probs: np.ndarray, bins: int) -> np.ndarray:
+    """``[K, H, W]`` P_colour(k | p): each class's RGB histogram over the pixels whose arg-max
+    is k (add-one smoothed), normalised over the classes present in ``probs`` at p."""
+    num_classes = probs.shape[0]
+    quantised = (image.astype(np.int64) * bins) // 256
+    index = (quantised[..., 0] * bins + quantised[..., 1]) * bins + quantised[..., 2]
+    label = probs.argmax(0)
+    likelihood = np.zeros(probs.shape, np.float32)
+    for k in range(num_classes):
+        counts = np.bincount(index[label == k], minlength=bins ** 3).astype(np.float32) + 1
+        likelihood[k] = (counts / counts.sum())[index]
+    likelihood *= probs > 0              # classes cleared here (outside their boxes) stay cleared
+    return likelihood / np.maximum(likelihood.sum(0, keepdims=True), 1e-12)
+
+
+def grabcut_from_label(image: np.ndarray, label: np.ndarray, boxes, iterations: int,
+                       sure: np.ndarray | None = None, agree: float = 0.0,
+                       tight: float = 0.0, band: float = 0.0) -> np.ndarray:
+    """GrabCut per box, initialised from ``label`` (probable foreground where it is the box's
+    class, probable background elsewhere in the box, background outside); smaller boxes win."""
+    import cv2
+    bgr = np.ascontiguousarray(image[..., ::-1])
+    out = np.zeros(label.shape, np.uint8)
+    for box in sorted(boxes, key=lambda b: -b.area):
+        mask = np.full(label.shape, cv2.GC_BGD, np.uint8)
+        rows, cols = box.slices()
+        inside = label[rows, cols] == box.class_id
+        mask[rows, cols] = np.where(inside, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
+        if sure is not None:
+            region = mask[rows, cols]
+            region[sure[rows, cols] & inside] = cv2.GC_FGD
+            region[sure[rows, cols] & ~inside] = cv2.GC_BGD
+        if inside.all() or not inside.any():
+            fg = inside
+        else:
+            cv2.setRNGSeed(0)
+            cv2.grabCut(bgr, mask, None, np.zeros((1, 65)), np.zeros((1, 65)), iterations,
+                        cv2.GC_INIT_WITH_MASK)
+            fg = (mask[rows, cols] & 1).astype(bool)
+            if band:
+                near = np.maximum(
+                    cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 3),
+                    cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 3)) <= band
+                fg = np.where(near, fg, inside)
+            if (fg & inside).sum() < agree * (fg | inside).sum():
+                fg = inside          # GrabCut disagrees with the propagation: keep the label
+            if min(fg.any(1).mean(), fg.any(0).mean()) < tight:
+                fg = inside          # GrabCut's foreground no longer meets the box's sides
+        out[rows, cols][fg] = box.class_id
+    return out
+
+
 def refine(sample, probs: np.ndarray, seeds: np.ndarray, variant: str) -> np.ndarray:
     options = dict(item.split(":") for item in variant.split(",") if ":" in item)
     value = lambda key, default: float(options.get(key, default))  # noqa: E731
@@ -57,12 +119,21 @@ def refine(sample, probs: np.ndarray, seeds: np.ndarray, variant: str) -> np.nda
     if "temp" in options:
         full = full ** value("temp", 1)
     full = full / full.sum(0, keepdims=True)
+    if "col" in options:
+        full = full * colour_posterior(sample.image, full, int(value("bins", 16))) ** value("col", 1)
+        full = full / np.maximum(full.sum(0, keepdims=True), 1e-12)
+    before = full
     if options.get("crf", "1") != "0":
         full = dense_crf(sample.image, full.astype(np.float32), iterations=10,
                          gaussian_sxy=value("gsxy", 4), gaussian_compat=value("gc", 3),
                          bilateral_sxy=value("bsxy", 83), bilateral_srgb=value("bsrgb", 5),
                          bilateral_compat=value("bc", 3))
         full = clear_outside_boxes(full, sample.boxes)
+    if "gcut" in options:
+        sure = before.max(0) >= value("gsure", 2) if "gsure" in options else None
+        return grabcut_from_label(sample.image, full.argmax(0), sample.boxes, int(value("gcut", 5)),
+                                  sure, value("gagree", 0), value("gtight", 0),
+                                  value("gband", 0))
     return full.argmax(0).astype(np.uint8)
 
 

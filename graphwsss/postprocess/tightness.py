@@ -23,14 +23,19 @@ import numpy as np
 from graphwsss.data.records import IGNORE_INDEX, Box
 
 
+def meets_box(mask: np.ndarray, coverage: float) -> bool:
+    """Whether the ``[h, w]`` bool ``mask`` of a box's object crosses at least ``coverage`` of
+    the box's rows and of its columns (the tightness prior's test)."""
+    return mask.size > 0 and min(mask.any(axis=1).mean(), mask.any(axis=0).mean()) >= coverage
+
+
 def tight_box_mask(boxes: Sequence[Box], seeds: np.ndarray, coverage: float) -> np.ndarray:
     """``[H, W]`` bool: pixels inside a box whose own-class seeds cross at least ``coverage`` of
     its rows and of its columns, and inside no box that does not."""
     met = np.zeros(seeds.shape, bool)
     unmet = np.zeros(seeds.shape, bool)
     for box in boxes:
-        own = seeds[box.slices()] == box.class_id
-        tight = own.size > 0 and min(own.any(axis=1).mean(), own.any(axis=0).mean()) >= coverage
+        tight = meets_box(seeds[box.slices()] == box.class_id, coverage)
         (met if tight else unmet)[box.slices()] = True
     return met & ~unmet
 

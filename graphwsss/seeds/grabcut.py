@@ -99,6 +99,24 @@ def _central_region(box: Box) -> np.ndarray:
     return region
 
 
+def run_grabcut(bgr: np.ndarray, mask: np.ndarray, iterations: int) -> str | None:
+    """OpenCV's GrabCut from an initial ``mask`` (``GC_BGD``, ``GC_FGD``, ``GC_PR_BGD``,
+    ``GC_PR_FGD`` per pixel), updated in place; ``None``, or why it failed.
+
+    GrabCut's k-means draws from OpenCV's global RNG: it is reseeded (0) first, so that a box's
+    result does not depend on what ran before it.
+    """
+    background_model = np.zeros((1, 65), dtype=np.float64)
+    foreground_model = np.zeros((1, 65), dtype=np.float64)
+    cv2.setRNGSeed(0)
+    try:
+        cv2.grabCut(bgr, mask, None, background_model, foreground_model, iterations,
+                    cv2.GC_INIT_WITH_MASK)
+    except cv2.error as error:
+        return f"GrabCut failed ({str(error).strip().splitlines()[-1]})"
+    return None
+
+
 def grabcut_foreground(bgr: np.ndarray, box: Box, iterations: int = 5,
                        image_id: str | None = None) -> np.ndarray:
     """GrabCut foreground of one box, :math:`G_k` of (3.2), with the fallbacks of the module.
@@ -114,17 +132,7 @@ def grabcut_foreground(bgr: np.ndarray, box: Box, iterations: int = 5,
     """
     height, width = bgr.shape[:2]
     mask = _initial_mask(box, height, width)
-    background_model = np.zeros((1, 65), dtype=np.float64)
-    foreground_model = np.zeros((1, 65), dtype=np.float64)
-    reason = None
-    # GrabCut's k-means draws from OpenCV's global RNG: reseed so a box's result does not
-    # depend on what ran before it.
-    cv2.setRNGSeed(0)
-    try:
-        cv2.grabCut(bgr, mask, None, background_model, foreground_model, iterations,
-                    cv2.GC_INIT_WITH_MASK)
-    except cv2.error as error:
-        reason = f"GrabCut failed ({str(error).strip().splitlines()[-1]})"
+    reason = run_grabcut(bgr, mask, iterations)
     if reason is None:
         # GC_FGD = 1 and GC_PR_FGD = 3 are the odd mask values.
         foreground = (mask[box.slices()] & 1).astype(bool)

@@ -5,7 +5,9 @@ upsampling to the working size (bilinear, stride ``s`` from the grid), the class
 the weak labels (box runs: each class only inside its own boxes; other runs: background and the
 classes the scribbles, points or tags name), for box runs the tightness prior
 (:mod:`graphwsss.postprocess.tightness`, ``refine.tight_background``), DenseCRF (``crf.*``),
-restricted again, arg-max, and back to the original size (``max_side``). Writes
+restricted again, arg-max, for box runs GrabCut started from that label
+(:mod:`graphwsss.postprocess.grabcut`, ``refine.grabcut_iterations``, off by default), and back
+to the original size (``max_side``). Writes
 ``pseudo_labels/<id>.png`` and, for images with boxes, ``instances/<id>.png`` + ``.json`` (one
 mask per box). Images with a pseudo label are skipped; changing only ``crf.*`` reruns this stage
 alone, in seconds.
@@ -27,9 +29,9 @@ import torch
 from graphwsss.data.palette import read_label_png, write_label_png
 from graphwsss.data.records import IGNORE_INDEX, Sample
 from graphwsss.data.resize import upscale_label
-from graphwsss.postprocess import (clear_outside_boxes, dense_crf, instances_from_boxes,
-                                   instances_to_coco, tight_box_background, upsample_probs,
-                                   write_instance_png)
+from graphwsss.postprocess import (clear_outside_boxes, dense_crf, grabcut_from_label,
+                                   instances_from_boxes, instances_to_coco, tight_box_background,
+                                   upsample_probs, write_instance_png)
 from graphwsss.settings import CRFSettings, RefineSettings
 from graphwsss.stages.paths import RunContext, RunPaths
 from graphwsss.utils.io import atomic_write
@@ -56,6 +58,7 @@ def run(ctx: RunContext, image_ids: list[str]) -> None:
         label = probabilities_to_label(
             sample.image, full, settings.crf if settings.crf.enabled else None,
             lambda values: restrict_to_weak_labels(sample, values, settings.supervision))
+        label = grabcut_boxes(sample, label, settings.supervision, settings.refine)
         if sample.original_size is not None:     # processed at max_side: back to full size
             label = upscale_label(label, sample.original_size)
         write_pseudo_label(paths, sample, label)
@@ -75,6 +78,19 @@ def pixel_probabilities(sample: Sample, node_probs: np.ndarray, supervision: str
         full = tight_box_background(full, sample.boxes, read_label_png(seed_file),
                                     refine.tight_background, refine.tight_coverage)
     return full
+
+
+def grabcut_boxes(sample: Sample, label: np.ndarray, supervision: str,
+                  refine: RefineSettings) -> np.ndarray:
+    """``label`` with each box's object redrawn by GrabCut started from it: box runs with
+    ``refine.grabcut_iterations`` > 0; otherwise ``label`` as it is."""
+    if supervision != "box" or not refine.grabcut_iterations or not sample.boxes:
+        return label
+    label, taken = grabcut_from_label(sample.image, label, sample.boxes,
+                                      refine.grabcut_iterations, refine.tight_coverage)
+    log.debug("%s: GrabCut's result taken in %d of %d boxes", sample.image_id, taken,
+              len(sample.boxes))
+    return label
 
 
 def node_stride(image_size: tuple[int, int], grid_size: tuple[int, int]) -> int:

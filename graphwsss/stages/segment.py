@@ -45,7 +45,7 @@ from graphwsss.models.segmenter import Segmenter
 from graphwsss.postprocess import clear_outside_boxes
 from graphwsss.settings import RefineSettings, RunSettings, SegmenterSettings
 from graphwsss.stages.evaluate import SegmentationEvaluator
-from graphwsss.stages.refine import (pixel_probabilities, probabilities_to_label,
+from graphwsss.stages.refine import (grabcut_boxes, pixel_probabilities, probabilities_to_label,
                                      restrict_to_weak_labels, write_pseudo_label)
 from graphwsss.training.augment import augment
 from graphwsss.training.dataset import AugmentedImageSet
@@ -479,6 +479,7 @@ def _round_label(network: Segmenter, sample: Sample, settings: RunSettings,
                               settings.crf if settings.crf.enabled else None,
                               lambda full: restrict_to_weak_labels(sample, full,
                                                                    settings.supervision))
+    label = grabcut_boxes(sample, label, settings.supervision, settings.refine)
     if sample.original_size is not None:
         label = upscale_label(label, sample.original_size)
     return label

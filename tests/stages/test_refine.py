@@ -134,3 +134,22 @@ def test_run_applies_the_tightness_prior_from_the_seeds(probability_run):
             alone[other.slices()] = False
     unknown = (seeds == 255) & alone
     assert (label[unknown] == 0).all() and (inside == box.class_id).sum() > 0
+
+
+def test_run_redraws_box_objects_with_grabcut_when_asked(probability_run):
+    """``refine.grabcut_iterations``: the label the stage writes is GrabCut's redraw of the
+    label it writes without it; other supervisions never run it."""
+    from graphwsss.postprocess import grabcut_from_label
+
+    ctx, image_id, _ = probability_run
+    refine.run(ctx, [image_id])
+    plain = read_label_png(ctx.paths.pseudo_label(image_id))
+    ctx.paths.pseudo_label(image_id).unlink()
+    ctx.settings.refine.grabcut_iterations = 2
+    refine.run(ctx, [image_id])
+    redrawn = read_label_png(ctx.paths.pseudo_label(image_id))
+    sample = ctx.dataset.load(image_id)
+    expected, taken = grabcut_from_label(sample.image, plain, sample.boxes, 2,
+                                         ctx.settings.refine.tight_coverage)
+    assert taken > 0 and (redrawn != plain).any() and (redrawn == expected).all()
+    assert refine.grabcut_boxes(sample, plain, "scribble", ctx.settings.refine) is plain
