@@ -15,7 +15,7 @@ from graphwsss.settings import RunSettings
 from graphwsss.stages.cam import (CAMObjective, CAMTrainingSet, box_coverage, build_cam_network,
                                   cam_path, cam_seeds, compute_cams, confident_cam_seeds,
                                   crf_cam_seeds, infer_cams, load_cam_network, read_cams,
-                                  train_cam, write_cams)
+                                  same_tags_warning, train_cam, write_cams)
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -145,6 +145,35 @@ def test_train_one_epoch_then_infer_cams(sample_root, tmp_path):
     again = train_cam(dataset, ids, tmp_path / "cam", settings, torch.device("cpu"),
                       show_progress=False)
     assert torch.equal(again.classifier.weight, network.classifier.weight)
+
+
+def test_same_tags_on_every_image_are_named():
+    names = ["background", "cow", "sheep"]
+    warning = same_tags_warning([(1,), (1,), (1,)], names)
+    assert "all" not in warning and "3 training images" in warning and "(cow)" in warning
+    assert same_tags_warning([(2, 1), (1, 2)], names) is not None     # order does not matter
+    assert same_tags_warning([(1,), (1, 2)], names) is None
+    assert same_tags_warning([(1,)], names) is None                   # one image: nothing to say
+
+
+def test_training_warns_when_every_image_has_the_same_tags(sample_root, tmp_path, caplog,
+                                                           monkeypatch):
+    import graphwsss.stages.cam as cam_stage
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("stopped before training")
+
+    monkeypatch.setattr(cam_stage, "build_cam_network", stop)
+    dataset = VOCDataset(sample_root)
+    with caplog.at_level("WARNING"), pytest.raises(RuntimeError, match="stopped"):
+        train_cam(dataset, ["6_15_s", "6_15_s"], tmp_path / "cam", _settings(),
+                  torch.device("cpu"), show_progress=False)
+    assert "same tags" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"), pytest.raises(RuntimeError, match="stopped"):
+        train_cam(dataset, ["6_15_s", "1_27_s"], tmp_path / "cam", _settings(),
+                  torch.device("cpu"), show_progress=False)
+    assert "same tags" not in caplog.text
 
 
 def test_compute_cams_with_flip_and_scales_stays_in_range(sample_root):
