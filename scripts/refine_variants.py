@@ -24,6 +24,7 @@ run instead; this script also tries what is not a setting, to decide whether it 
                        fewer than C of the box's rows or columns; ``gband:D``: GrabCut
                        changes only pixels within D pixels of the label's edge; ``gonly:add``
                        / ``gonly:remove``: GrabCut may only add / only remove foreground;
+                       ``gunk:1``: GrabCut changes only the seeds' unknown pixels;
                        ``gsure:T``: definite where the pre-CRF probability of the arg-max is >= T
 
 A variant is a comma-separated list, e.g. ``ubg:2,bc:5``.
@@ -66,7 +67,8 @@ def colour_posterior(image: np.ndarray, probs: np.ndarray, bins: int) -> np.ndar
 
 def grabcut_from_label(image: np.ndarray, label: np.ndarray, boxes, iterations: int,
                        sure: np.ndarray | None = None, agree: float = 0.0,
-                       tight: float = 0.0, band: float = 0.0, only: str = "") -> np.ndarray:
+                       tight: float = 0.0, band: float = 0.0, only: str = "",
+                       free: np.ndarray | None = None) -> np.ndarray:
     """GrabCut per box, initialised from ``label`` (probable foreground where it is the box's
     class, probable background elsewhere in the box, background outside); smaller boxes win."""
     import cv2
@@ -93,6 +95,8 @@ def grabcut_from_label(image: np.ndarray, label: np.ndarray, boxes, iterations: 
                     cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 3),
                     cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 3)) <= band
                 fg = np.where(near, fg, inside)
+            if free is not None:
+                fg = np.where(free[rows, cols], fg, inside)
             if only == "add":
                 fg = fg | inside
             elif only == "remove":
@@ -139,7 +143,8 @@ def refine(sample, probs: np.ndarray, seeds: np.ndarray, variant: str) -> np.nda
         sure = before.max(0) >= value("gsure", 2) if "gsure" in options else None
         return grabcut_from_label(sample.image, full.argmax(0), sample.boxes, int(value("gcut", 5)),
                                   sure, value("gagree", 0), value("gtight", 0),
-                                  value("gband", 0), options.get("gonly", ""))
+                                  value("gband", 0), options.get("gonly", ""),
+                                  unknown if "gunk" in options else None)
     return full.argmax(0).astype(np.uint8)
 
 
