@@ -47,6 +47,7 @@ def run(ctx: RunContext, image_ids: list[str]) -> None:
     log.info("stage refine: %d images (%d already done), CRF %s -> %s", len(todo),
              len(image_ids) - len(todo), "on" if settings.crf.enabled else "off",
              paths.pseudo_labels)
+    redrawn = boxes = 0
     for image_id in ctx.progress(todo, "refine"):
         sample = ctx.dataset.load(image_id)
         path = paths.probabilities(image_id)
@@ -58,10 +59,14 @@ def run(ctx: RunContext, image_ids: list[str]) -> None:
         label = probabilities_to_label(
             sample.image, full, settings.crf if settings.crf.enabled else None,
             lambda values: restrict_to_weak_labels(sample, values, settings.supervision))
-        label = grabcut_boxes(sample, label, settings.supervision, settings.refine)
+        label, taken = grabcut_boxes(sample, label, settings.supervision, settings.refine)
+        redrawn, boxes = redrawn + taken, boxes + len(sample.boxes)
         if sample.original_size is not None:     # processed at max_side: back to full size
             label = upscale_label(label, sample.original_size)
         write_pseudo_label(paths, sample, label)
+    if settings.refine.grabcut_iterations and settings.supervision == "box" and todo:
+        log.info("refine: GrabCut from the pseudo label redrew %d of %d boxes (the others kept "
+                 "the propagation's label)", redrawn, boxes)
 
 
 def pixel_probabilities(sample: Sample, node_probs: np.ndarray, supervision: str,
@@ -81,16 +86,14 @@ def pixel_probabilities(sample: Sample, node_probs: np.ndarray, supervision: str
 
 
 def grabcut_boxes(sample: Sample, label: np.ndarray, supervision: str,
-                  refine: RefineSettings) -> np.ndarray:
-    """``label`` with each box's object redrawn by GrabCut started from it: box runs with
-    ``refine.grabcut_iterations`` > 0; otherwise ``label`` as it is."""
+                  refine: RefineSettings) -> tuple[np.ndarray, int]:
+    """``label`` with each box's object redrawn by GrabCut started from it, and how many boxes
+    took GrabCut's result: box runs with ``refine.grabcut_iterations`` > 0; otherwise
+    ``(label, 0)``."""
     if supervision != "box" or not refine.grabcut_iterations or not sample.boxes:
-        return label
-    label, taken = grabcut_from_label(sample.image, label, sample.boxes,
-                                      refine.grabcut_iterations, refine.tight_coverage)
-    log.debug("%s: GrabCut's result taken in %d of %d boxes", sample.image_id, taken,
-              len(sample.boxes))
-    return label
+        return label, 0
+    return grabcut_from_label(sample.image, label, sample.boxes, refine.grabcut_iterations,
+                              refine.tight_coverage)
 
 
 def node_stride(image_size: tuple[int, int], grid_size: tuple[int, int]) -> int:

@@ -479,7 +479,7 @@ def _round_label(network: Segmenter, sample: Sample, settings: RunSettings,
                               settings.crf if settings.crf.enabled else None,
                               lambda full: restrict_to_weak_labels(sample, full,
                                                                    settings.supervision))
-    label = grabcut_boxes(sample, label, settings.supervision, settings.refine)
+    label, _ = grabcut_boxes(sample, label, settings.supervision, settings.refine)
     if sample.original_size is not None:
         label = upscale_label(label, sample.original_size)
     return label

@@ -152,4 +152,4 @@ def test_run_redraws_box_objects_with_grabcut_when_asked(probability_run):
     expected, taken = grabcut_from_label(sample.image, plain, sample.boxes, 2,
                                          ctx.settings.refine.tight_coverage)
     assert taken > 0 and (redrawn != plain).any() and (redrawn == expected).all()
-    assert refine.grabcut_boxes(sample, plain, "scribble", ctx.settings.refine) is plain
+    assert refine.grabcut_boxes(sample, plain, "scribble", ctx.settings.refine) == (plain, 0)
