@@ -44,8 +44,10 @@ import torch
 from graphwsss.data.palette import read_label_png
 from graphwsss.data.records import IGNORE_INDEX
 from graphwsss.data.voc import VOCDataset
-from graphwsss.postprocess import (clear_outside_boxes, dense_crf, tight_box_background,
-                                   upsample_probs)
+from graphwsss.postprocess import (clear_outside_boxes, dense_crf, meets_box,
+                                   tight_box_background, upsample_probs)
+from graphwsss.seeds.box import paint_order
+from graphwsss.seeds.grabcut import run_grabcut
 from graphwsss.stages.evaluate import SegmentationEvaluator
 from graphwsss.stages.refine import node_stride
 
@@ -65,7 +67,7 @@ def colour_posterior(image: np.ndarray, probs: np.ndarray, bins: int) -> np.ndar
     return likelihood / np.maximum(likelihood.sum(0, keepdims=True), 1e-12)
 
 
-def grabcut_from_label(image: np.ndarray, label: np.ndarray, boxes, iterations: int,
+def grabcut_variant(image: np.ndarray, label: np.ndarray, boxes, iterations: int,
                        sure: np.ndarray | None = None, agree: float = 0.0,
                        tight: float = 0.0, band: float = 0.0, only: str = "",
                        free: np.ndarray | None = None) -> np.ndarray:
@@ -74,7 +76,7 @@ def grabcut_from_label(image: np.ndarray, label: np.ndarray, boxes, iterations: 
     import cv2
     bgr = np.ascontiguousarray(image[..., ::-1])
     out = np.zeros(label.shape, np.uint8)
-    for box in sorted(boxes, key=lambda b: -b.area):
+    for box in (boxes[index] for index in paint_order(boxes)):
         mask = np.full(label.shape, cv2.GC_BGD, np.uint8)
         rows, cols = box.slices()
         inside = label[rows, cols] == box.class_id
@@ -86,9 +88,7 @@ def grabcut_from_label(image: np.ndarray, label: np.ndarray, boxes, iterations: 
         if inside.all() or not inside.any():
             fg = inside
         else:
-            cv2.setRNGSeed(0)
-            cv2.grabCut(bgr, mask, None, np.zeros((1, 65)), np.zeros((1, 65)), iterations,
-                        cv2.GC_INIT_WITH_MASK)
+            run_grabcut(bgr, mask, iterations)
             fg = (mask[rows, cols] & 1).astype(bool)
             if band:
                 near = np.maximum(
@@ -103,7 +103,7 @@ def grabcut_from_label(image: np.ndarray, label: np.ndarray, boxes, iterations: 
                 fg = fg & inside
             if (fg & inside).sum() < agree * (fg | inside).sum():
                 fg = inside          # GrabCut disagrees with the propagation: keep the label
-            if min(fg.any(1).mean(), fg.any(0).mean()) < tight:
+            if not meets_box(fg, tight):
                 fg = inside          # GrabCut's foreground no longer meets the box's sides
         out[rows, cols][fg] = box.class_id
     return out
@@ -141,10 +141,10 @@ def refine(sample, probs: np.ndarray, seeds: np.ndarray, variant: str) -> np.nda
         full = clear_outside_boxes(full, sample.boxes)
     if "gcut" in options:
         sure = before.max(0) >= value("gsure", 2) if "gsure" in options else None
-        return grabcut_from_label(sample.image, full.argmax(0), sample.boxes, int(value("gcut", 5)),
-                                  sure, value("gagree", 0), value("gtight", 0),
-                                  value("gband", 0), options.get("gonly", ""),
-                                  unknown if "gunk" in options else None)
+        return grabcut_variant(sample.image, full.argmax(0), sample.boxes, int(value("gcut", 5)),
+                               sure, value("gagree", 0), value("gtight", 0),
+                               value("gband", 0), options.get("gonly", ""),
+                               unknown if "gunk" in options else None)
     return full.argmax(0).astype(np.uint8)
 
 

@@ -24,7 +24,7 @@ Typical use (``graphwsss run`` wires the same calls)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -230,19 +230,25 @@ class CAMObjective:
                          classify=self.network.classify, image=batch["image_grid"])
 
 
-def same_tags_warning(tag_sets: Sequence[Sequence[int]], class_names: Sequence[str]
+def same_tags_warning(tag_sets: Iterable[Sequence[int]], class_names: Sequence[str]
                       ) -> str | None:
     """Why a CAM network cannot learn from ``tag_sets`` (one per training image), or ``None``.
 
     A classifier learns where a class is from images that have it against images that do not;
     when every image has the same tags there is nothing to tell apart, the targets are constant,
     and the CAMs need not follow the objects (on the 50-image GrabCut set, one class, point runs
-    score about 25 mIoU whatever the graph)."""
-    distinct = {tuple(sorted(tags)) for tags in tag_sets}
-    if len(tag_sets) < 2 or len(distinct) > 1:
+    score about 25 mIoU whatever the graph). ``tag_sets`` is read only until two differ, so a
+    lazy iterable costs the whole pass only on a set that earns the warning."""
+    first, count = None, 0
+    for tags in tag_sets:
+        key = tuple(sorted(tags))
+        if first is not None and key != first:
+            return None
+        first, count = key, count + 1
+    if count < 2:
         return None
-    names = ", ".join(class_names[class_id] for class_id in next(iter(distinct))) or "none"
-    return (f"every one of the {len(tag_sets)} training images has the same tags ({names}): "
+    names = ", ".join(class_names[class_id] for class_id in first) or "none"
+    return (f"every one of the {count} training images has the same tags ({names}): "
             "a classifier has nothing to tell apart, so its CAMs need not find the objects and "
             "the seeds made from them will be poor. Add images with other tags, or give a CAM "
             "network trained on such a set (cam.training.checkpoint)")
@@ -259,7 +265,7 @@ def train_cam(dataset: VOCDataset, image_ids: list[str], out_dir: str | Path,
     if given:
         log.info("cam: using trained weights %s", given)
         return load_cam_network(given, device, settings, num_classes)
-    warning = same_tags_warning([dataset.load(i).tags for i in image_ids], dataset.class_names)
+    warning = same_tags_warning((dataset.load(i).tags for i in image_ids), dataset.class_names)
     if warning:
         log.warning("cam: %s", warning)
     network = build_cam_network(settings, num_classes)
