@@ -182,6 +182,9 @@ class GraphSettings:
     sigma_rgb: float = ranged(0.1, gt=0)      # ... and its colour width
     colour: bool = False                      # backbone/affinity builders: E_ij = D(i,j)·G(i,j),
                                               # times the RGB-XY kernel above
+    calibrate: bool = True                    # backbone builder: D on the image's own distance
+                                              # scale, 1 up to a typical adjacent pair's distance
+                                              # (docs/method.md §5); false: exp(-d) as in (3.8)
     superpixel_method: Literal["slic", "felzenszwalb"] = "slic"  # superpixel graph (GraphNet style)
     superpixels: int = ranged(400, ge=1)      # SLIC segments per image
     knn_k: int = ranged(16, ge=1)             # neighbours per node of the knn graph

@@ -4,11 +4,16 @@
 For the ImageNet-feature graph (always) and each learned affinity CNN given with ``--model``, over
 the first ``--limit`` images: *purity* is the share of edge weight (self loops excluded) that joins
 nodes of the same ground-truth class (void cells left out); *D within / across* is the mean
-affinity ``exp(-||f_i - f_j||_1)`` (docs/method.md §4) between grid neighbours within the radius
-of the same / different classes, with medians. Prints one JSON line per graph source::
+edge weight E_ij (the affinity ``exp(-||f_i - f_j||_1 / d)`` of docs/method.md §4, or its
+calibrated form) between grid neighbours within the radius
+of the same / different classes, with medians; *attention self / within / across* is how the
+edge term of the A²GNN's attention, softmax over a node's neighbours of β·E_ij (docs/method.md §6,
+eq. 3.18; self loop E = 1), shares out a node's weight: to itself, to neighbours of its class,
+to neighbours of another class (the rest goes to void neighbours). ``--calibrate`` adds the
+ImageNet-feature graph with ``graph.calibrate`` (§5). Prints one JSON line per graph source::
 
     python scripts/graph_stats.py --data ../shared/data/msrc-objects --limit 60 \\
-        --model RUN/affinity/model.pt
+        --model RUN/affinity/model.pt --calibrate
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ import numpy as np
 import torch
 
 from graphwsss.data.voc import VOCDataset
-from graphwsss.graphs import AffinityGraphBuilder, RadiusGraphBuilder, affinity_from_embedding
-from graphwsss.graphs.grid import radius_offsets, shift
+from graphwsss.graphs import AffinityGraphBuilder, RadiusGraphBuilder
+from graphwsss.graphs.grid import shift
 from graphwsss.metrics.graph import node_ground_truth, purity_weights
 from graphwsss.seeds.grid import grid_seeds
 from graphwsss.settings import BackboneSettings
@@ -32,14 +37,29 @@ from graphwsss.stages.features import FeatureExtractor
 IGNORE_INDEX = 255
 
 
+def attention_shares(graph, truth: torch.Tensor, beta: float) -> list[float]:
+    """Mean over the non-void nodes of the weight softmax(beta * E) gives to the node itself, to
+    neighbours of its ground-truth class and to neighbours of another class."""
+    weight, offsets = graph.grid_weight, graph.offsets                     # [O, h, w], [O, 2]
+    attention = torch.softmax(torch.where(weight > 0, beta * weight, float("-inf")), dim=0)
+    neighbour = torch.stack([shift(truth, int(dy), int(dx), fill=IGNORE_INDEX)
+                             for dy, dx in offsets.tolist()])
+    centre = truth.unsqueeze(0).expand_as(neighbour)
+    is_self = (offsets == 0).all(dim=1).view(-1, 1, 1)
+    known = (neighbour != IGNORE_INDEX) & ~is_self
+    node = truth != IGNORE_INDEX
+    return [attention[is_self.expand_as(attention)].view(truth.shape)[node].mean().item(),
+            (attention * (known & (neighbour == centre))).sum(0)[node].mean().item(),
+            (attention * (known & (neighbour != centre))).sum(0)[node].mean().item()]
+
+
 def graph_stats(dataset: VOCDataset, image_ids: list[str], extractor, builder,
-                radius: int, stride: int) -> dict:
+                radius: int, stride: int, beta: float = 10.0) -> dict:
     """Purity and within / across-class affinity of the graphs ``builder`` makes from
     ``extractor``'s features (see the module docstring)."""
-    offsets = radius_offsets(radius, "disc")
-    offsets = offsets[(offsets != 0).any(1)]
     same_weight = counted_weight = 0.0
     within, across = [], []
+    shares = []
     started = time.perf_counter()
     for image_id in image_ids:
         sample = dataset.load(image_id)
@@ -52,16 +72,20 @@ def graph_stats(dataset: VOCDataset, image_ids: list[str], extractor, builder,
         same, counted = purity_weights(graph.edge_index, graph.edge_attr,
                                        node_ground_truth(graph, truth))
         same_weight, counted_weight = same_weight + same, counted_weight + counted
-        affinity = affinity_from_embedding((features if embedding is None else embedding).float(),
-                                           offsets)                          # [P, h, w]
+        pairs = (graph.offsets != 0).any(1)                     # the graph's E, self loop out
+        affinity, offsets = graph.grid_weight[pairs], graph.offsets[pairs]   # [P, h, w], [P, 2]
         neighbour = torch.stack([shift(truth, int(dy), int(dx), fill=IGNORE_INDEX)
                                  for dy, dx in offsets.tolist()])            # [P, h, w]
         centre = truth.unsqueeze(0).expand_as(neighbour)
         known = (centre != IGNORE_INDEX) & (neighbour != IGNORE_INDEX)
         within.append(affinity[known & (centre == neighbour)])
         across.append(affinity[known & (centre != neighbour)])
+        shares.append(attention_shares(graph, truth, beta))
     within, across = torch.cat(within), torch.cat(across)
+    self_share, within_share, across_share = np.mean(shares, axis=0).tolist()
     return {"purity": same_weight / max(counted_weight, 1e-12),
+            "attention_self": self_share, "attention_within": within_share,
+            "attention_across": across_share,
             "D_within": within.mean().item(), "D_across": across.mean().item(),
             "D_within_median": within.median().item(), "D_across_median": across.median().item(),
             "pairs_within": within.numel(), "pairs_across": across.numel(),
@@ -75,18 +99,24 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[],
                         help="affinity CNN weights (RUN/affinity/model.pt); repeatable")
     parser.add_argument("--radius", type=int, default=4, help="neighbour radius on the node grid")
+    parser.add_argument("--beta", type=float, default=10.0, help="β of the attention shares")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="also the ImageNet-feature graph with graph.calibrate")
     args = parser.parse_args()
     dataset = VOCDataset(args.data)
     image_ids = dataset.ids[:args.limit] if args.limit else list(dataset.ids)
     backbone = BackboneSettings()
     sources = {"backbone": (FeatureExtractor(backbone, torch.device("cpu")),
                             RadiusGraphBuilder(radius=args.radius))}
+    if args.calibrate:
+        sources["backbone, calibrated"] = (sources["backbone"][0],
+                                           RadiusGraphBuilder(radius=args.radius, calibrate=True))
     for path in args.model:
         sources[path] = (AffinityEmbedder(load_affinity_network(path, "cpu", backbone)),
                          AffinityGraphBuilder(radius=args.radius))
     for name, (extractor, builder) in sources.items():
         stats = graph_stats(dataset, image_ids, extractor, builder, args.radius,
-                            backbone.output_stride)
+                            backbone.output_stride, args.beta)
         print(name, json.dumps(stats), flush=True)
 
 

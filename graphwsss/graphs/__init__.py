@@ -41,7 +41,8 @@ from graphwsss.graphs.base import (IGNORE_INDEX, GraphBuilder, available_builder
 from graphwsss.graphs.grid import (edges_to_grid, grid_to_edges, neighbor_valid, pairwise_grid,
                                    radius_offsets, shift)
 from graphwsss.graphs.radius import (AffinityGraphBuilder, RadiusGraphBuilder,
-                                     affinity_from_embedding, embedding_distance,
+                                     affinity_from_embedding, calibrated_affinity,
+                                     embedding_distance,
                                      radius_graph_data, threshold_edges)
 from graphwsss.graphs.rgbxy import RGBXYGraphBuilder, rgbxy_kernel
 from graphwsss.graphs.superpixel import (SuperpixelGraphBuilder, cell_centre_pixels,
@@ -54,7 +55,8 @@ __all__ = [
     "check_build_inputs", "downsample_image", "grid_node_features", "grid_positions",
     "make_graph_data", "node_seed_labels", "normalize_node_features", "register_builder",
     "edges_to_grid", "grid_to_edges", "neighbor_valid", "pairwise_grid", "radius_offsets", "shift",
-    "AffinityGraphBuilder", "RadiusGraphBuilder", "affinity_from_embedding", "embedding_distance",
+    "AffinityGraphBuilder", "RadiusGraphBuilder", "affinity_from_embedding", "calibrated_affinity",
+    "embedding_distance",
     "radius_graph_data", "threshold_edges", "RGBXYGraphBuilder", "rgbxy_kernel",
     "SuperpixelGraphBuilder", "cell_centre_pixels", "majority_cell_labels", "region_adjacency",
     "superpixel_labels", "KNNGraphBuilder", "knn_edges",

@@ -94,8 +94,11 @@ def builder_options(graph: GraphSettings) -> dict:
     options = {"radius": graph.radius, "threshold": graph.threshold, "shape": graph.shape}
     if graph.builder == "rgbxy":
         options.update(sigma_xy=graph.sigma_xy, sigma_rgb=graph.sigma_rgb)
-    elif graph.colour:
-        options.update(colour=(graph.sigma_xy, graph.sigma_rgb))
+    else:
+        if graph.builder == "backbone":   # a trained affinity embedding is calibrated by its loss
+            options.update(calibrate=graph.calibrate)
+        if graph.colour:
+            options.update(colour=(graph.sigma_xy, graph.sigma_rgb))
     return options
 
 

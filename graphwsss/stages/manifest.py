@@ -145,11 +145,19 @@ def _differences(recorded: dict[str, Any], current: dict[str, Any],
                   and not _added_at_default(key, recorded, current))
 
 
+# Settings added with a default that changes the outputs: the value that made outputs recorded
+# before the setting existed (``graph.calibrate``: those graphs used exp(-d)).
+BEFORE_ADDED = {"graph.calibrate": False}
+
+
 def _added_at_default(key: str, recorded: dict[str, Any], current: dict[str, Any]) -> bool:
     """A setting added to graphwsss after the outputs were made (absent from their record) and
-    now at its default (e.g. ``seeds.source=weak_labels``) changed nothing in them."""
+    now at its default (e.g. ``seeds.source=weak_labels``) changed nothing in them, unless its
+    default changes the outputs (:data:`BEFORE_ADDED`: then it matches only that old value)."""
     if key in recorded or key not in current:
         return False
+    if key in BEFORE_ADDED:
+        return current[key] == BEFORE_ADDED[key]
     defaults = flatten(yaml.safe_load(to_yaml(RunSettings())))
     return key in defaults and defaults[key] == current[key]
 
@@ -163,9 +171,12 @@ def check_stages(root: Path, settings: RunSettings, force: bool = False) -> dict
     The first stage (in order) whose outputs exist and whose settings differ: without ``force``,
     :class:`ConfigError` naming the keys, the stage and how to proceed; with ``force``, that
     stage's outputs and every later stage's (and metrics.json, report.html) are deleted.
-    Returns the manifest to keep (the stages still on disk).
+    Returns the manifest to keep (the stages still on disk): a record whose stage has no
+    outputs left (its folder deleted by hand, or never copied) is dropped, so that the stage's
+    time starts again from zero when it is recomputed.
     """
-    manifest = read_manifest(root)
+    manifest = {stage: entry for stage, entry in read_manifest(root).items()
+                if stage not in STAGES or has_outputs(root, stage)}
     current = stage_keys(settings)
     for index, stage in enumerate(STAGES):
         if stage not in manifest or not has_outputs(root, stage):

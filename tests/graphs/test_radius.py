@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from graphwsss.graphs import (AffinityGraphBuilder, RadiusGraphBuilder, affinity_from_embedding,
-                              available_builders, build_graph_builder, edges_to_grid,
-                              embedding_distance, neighbor_valid, radius_offsets)
+                              available_builders, build_graph_builder, calibrated_affinity,
+                              edges_to_grid, embedding_distance, neighbor_valid, radius_offsets,
+                              threshold_edges)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -176,3 +177,42 @@ def test_input_validation_and_registry():
         build_graph_builder("nope")
     assert all(name in str(error.value) for name in ("affinity", "backbone", "rgbxy"))
     assert {"backbone", "affinity", "rgbxy"} <= set(available_builders())
+
+
+def test_calibrated_affinity_is_one_within_regions_and_small_across():
+    # two flat regions with feature noise: adjacent pairs within a region are at most the
+    # typical adjacent distance (D = 1 or close), pairs across the split far beyond it
+    generator = torch.Generator().manual_seed(0)
+    h, w = 12, 14
+    embedding = torch.rand(8, h, w, generator=generator)
+    embedding[:, :, 7:] += 3.0
+    offsets = radius_offsets(3)
+    valid = neighbor_valid(h, w, offsets)
+    calibrated = calibrated_affinity(embedding_distance(embedding, offsets), offsets, valid)
+    raw = affinity_from_embedding(embedding, offsets)
+    col = torch.arange(w).view(1, 1, w)
+    same = valid & (((col < 7) == ((col + offsets[:, 1].view(-1, 1, 1)) < 7)))
+    across = valid & ~same
+    assert calibrated[~valid].eq(0).all() and calibrated[valid].le(1).all()
+    assert calibrated[same].mean() > 0.9 > raw[same].mean()
+    assert calibrated[across].max() < 0.2
+    # a half of the adjacent pairs lie at or below the floor: D = 1 exactly
+    adjacent = (offsets.abs().sum(1) == 1).view(-1, 1, 1) & valid
+    assert calibrated[adjacent].eq(1).float().mean() >= 0.5
+    # scale-free: the same image with every feature doubled gives the same graph
+    doubled = calibrated_affinity(embedding_distance(2 * embedding, offsets), offsets, valid)
+    torch.testing.assert_close(doubled, calibrated)
+
+
+def test_calibrate_option_of_the_builder():
+    h, w = 6, 7
+    image, features = random_inputs(h, w, 5)
+    offsets = radius_offsets(2)
+    data = RadiusGraphBuilder(radius=2, calibrate=True).build(image, features)
+    expected = calibrated_affinity(embedding_distance(features, offsets), offsets,
+                                   neighbor_valid(h, w, offsets))
+    torch.testing.assert_close(data.grid_weight, threshold_edges(expected, offsets, 1e-3))
+    # a 1 x 1 grid has only its self loop
+    single = RadiusGraphBuilder(radius=2, calibrate=True).build(torch.rand(3, 8, 8),
+                                                                torch.rand(5, 1, 1))
+    assert single.edge_index.shape[1] == 1 and single.edge_attr.item() == 1

@@ -33,6 +33,15 @@ def test_colour_option_reaches_feature_graphs_only():
     assert "colour" not in graph.builder_options(GraphSettings(builder="backbone"))
 
 
+def test_calibrate_option_reaches_feature_graphs_only():
+    assert graph.builder_options(GraphSettings(builder="backbone", calibrate=True))["calibrate"]
+    assert graph.make_builder(GraphSettings(builder="backbone", calibrate=True)).calibrate
+    assert graph.make_builder(GraphSettings(builder="backbone")).calibrate      # the default
+    assert not graph.make_builder(GraphSettings(builder="backbone", calibrate=False)).calibrate
+    for name in ("rgbxy", "affinity"):    # colour kernels; an embedding trained as an affinity
+        assert "calibrate" not in graph.builder_options(GraphSettings(builder=name))
+
+
 def test_affinity_graphs_need_trained_weights():
     settings = load_config(RunSettings, None, ["graph.builder=affinity"])
     with pytest.raises(ValueError, match="needs a trained affinity CNN"):

@@ -153,3 +153,36 @@ def test_changed_crf_setting_reruns_refine_from_saved_probabilities(tmp_path, sa
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["labels_made_this_call"] == 1
     assert json.loads((out / "stages.json").read_text())["refine"]["settings"]["crf.enabled"]
+
+
+def test_record_of_a_stage_without_outputs_is_dropped(tmp_path):
+    # e.g. seeds copied into a new folder with the stages.json of the run they came from: the
+    # propagation stage's record describes nothing on disk, and its time must not be added to
+    from graphwsss.stages.manifest import MANIFEST, check_stages
+
+    settings = load_config(RunSettings, None, ["device=cpu"])
+    keys = stage_keys(settings)
+    (tmp_path / "seeds").mkdir()
+    (tmp_path / "seeds" / "a.png").write_bytes(b"")
+    (tmp_path / MANIFEST).write_text(json.dumps({
+        "seeds": {"settings": keys["seeds"], "seconds": 3.0},
+        "propagation": {"settings": keys["propagation"], "seconds": 100.0}}))
+    kept = check_stages(tmp_path, settings)
+    assert set(kept) == {"seeds"} and kept["seeds"]["seconds"] == 3.0
+
+
+def test_outputs_made_before_calibrate_existed_count_as_uncalibrated(tmp_path):
+    from graphwsss.config import ConfigError
+    from graphwsss.stages.manifest import MANIFEST, check_stages
+
+    settings = load_config(RunSettings, None, ["device=cpu"])
+    keys = stage_keys(settings)
+    old = {key: value for key, value in keys["propagation"].items() if key != "graph.calibrate"}
+    (tmp_path / "probabilities").mkdir()
+    (tmp_path / "probabilities" / "a.npy").write_bytes(b"")
+    (tmp_path / MANIFEST).write_text(json.dumps({"propagation": {"settings": old,
+                                                                 "seconds": 1.0}}))
+    with pytest.raises(ConfigError, match="graph.calibrate"):
+        check_stages(tmp_path, settings)
+    uncalibrated = load_config(RunSettings, None, ["device=cpu", "graph.calibrate=false"])
+    assert set(check_stages(tmp_path, uncalibrated)) == {"propagation"}
