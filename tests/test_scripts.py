@@ -60,12 +60,21 @@ def test_box_seed_analysis_reads_a_finished_box_run(sample_root, tmp_path):
 
 def test_graph_stats_reports_purity_and_affinities(sample_root):
     done = subprocess.run([sys.executable, str(SCRIPTS / "graph_stats.py"), "--data",
-                           str(sample_root), "--limit", "1"],
+                           str(sample_root), "--limit", "1", "--calibrate"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    name, stats = done.stdout.strip().splitlines()[-1].split(" ", 1)
-    stats = json.loads(stats)
-    assert name == "backbone" and 0.5 < stats["purity"] <= 1.0
+    lines = dict(line.split(" {", 1) for line in done.stdout.strip().splitlines()[-2:])
+    raw, calibrated = (json.loads("{" + lines[name]) for name in ("backbone",
+                                                                  "backbone, calibrated"))
+    assert 0.5 < raw["purity"] <= 1.0
     # ImageNet features already tell classes apart: neighbours of one class are more alike.
-    assert 0.0 < stats["D_across"] < stats["D_within"] <= 1.0
-    assert stats["pairs_within"] > 0 and stats["pairs_across"] > 0
+    assert 0.0 < raw["D_across"] < raw["D_within"] <= 1.0
+    assert raw["pairs_within"] > 0 and raw["pairs_across"] > 0
+    # the attention's edge term: exp(-d) leaves most of each node's weight on its self loop;
+    # the calibrated graph gives most of it to neighbours of the node's class
+    for stats in (raw, calibrated):
+        shares = stats["attention_self"] + stats["attention_within"] + stats["attention_across"]
+        assert 0.0 < shares <= 1.0 + 1e-6
+    assert raw["attention_self"] > 0.5 > calibrated["attention_self"]
+    assert calibrated["attention_within"] > raw["attention_within"]
+    assert calibrated["D_within"] > raw["D_within"]
