@@ -37,24 +37,19 @@ from graphwsss.stages.features import FeatureExtractor
 IGNORE_INDEX = 255
 
 
-def attention_shares(graph, truth: torch.Tensor, beta: float) -> list[float]:
-    """Mean over the non-void nodes of the weight softmax(beta * E) gives to the node itself, to
-    neighbours of its ground-truth class and to neighbours of another class."""
-    weight, offsets = graph.grid_weight, graph.offsets                     # [O, h, w], [O, 2]
+def attention_shares(weight: torch.Tensor, is_self: torch.Tensor, same: torch.Tensor,
+                     other: torch.Tensor, node: torch.Tensor, beta: float) -> list[float]:
+    """Mean over the non-void nodes of the weight softmax(beta * E) over a node's window
+    (``weight`` ``[O, h, w]``) gives to the node itself, to neighbours of its ground-truth class
+    (``same``) and to neighbours of another class (``other``, both ``[O, h, w]``)."""
     attention = torch.softmax(torch.where(weight > 0, beta * weight, float("-inf")), dim=0)
-    neighbour = torch.stack([shift(truth, int(dy), int(dx), fill=IGNORE_INDEX)
-                             for dy, dx in offsets.tolist()])
-    centre = truth.unsqueeze(0).expand_as(neighbour)
-    is_self = (offsets == 0).all(dim=1).view(-1, 1, 1)
-    known = (neighbour != IGNORE_INDEX) & ~is_self
-    node = truth != IGNORE_INDEX
-    return [attention[is_self.expand_as(attention)].view(truth.shape)[node].mean().item(),
-            (attention * (known & (neighbour == centre))).sum(0)[node].mean().item(),
-            (attention * (known & (neighbour != centre))).sum(0)[node].mean().item()]
+    return [attention[is_self].sum(0)[node].mean().item(),
+            (attention * same).sum(0)[node].mean().item(),
+            (attention * other).sum(0)[node].mean().item()]
 
 
 def graph_stats(dataset: VOCDataset, image_ids: list[str], extractor, builder,
-                radius: int, stride: int, beta: float = 10.0) -> dict:
+                stride: int, beta: float = 10.0) -> dict:
     """Purity and within / across-class affinity of the graphs ``builder`` makes from
     ``extractor``'s features (see the module docstring)."""
     same_weight = counted_weight = 0.0
@@ -72,15 +67,16 @@ def graph_stats(dataset: VOCDataset, image_ids: list[str], extractor, builder,
         same, counted = purity_weights(graph.edge_index, graph.edge_attr,
                                        node_ground_truth(graph, truth))
         same_weight, counted_weight = same_weight + same, counted_weight + counted
-        pairs = (graph.offsets != 0).any(1)                     # the graph's E, self loop out
-        affinity, offsets = graph.grid_weight[pairs], graph.offsets[pairs]   # [P, h, w], [P, 2]
+        weight, offsets = graph.grid_weight, graph.offsets   # the graph's E [O, h, w], self loop in
+        is_self = (offsets == 0).all(dim=1)
         neighbour = torch.stack([shift(truth, int(dy), int(dx), fill=IGNORE_INDEX)
-                                 for dy, dx in offsets.tolist()])            # [P, h, w]
+                                 for dy, dx in offsets.tolist()])            # [O, h, w]
         centre = truth.unsqueeze(0).expand_as(neighbour)
-        known = (centre != IGNORE_INDEX) & (neighbour != IGNORE_INDEX)
-        within.append(affinity[known & (centre == neighbour)])
-        across.append(affinity[known & (centre != neighbour)])
-        shares.append(attention_shares(graph, truth, beta))
+        known = (centre != IGNORE_INDEX) & (neighbour != IGNORE_INDEX) & ~is_self.view(-1, 1, 1)
+        same, other = known & (centre == neighbour), known & (centre != neighbour)
+        within.append(weight[same])
+        across.append(weight[other])
+        shares.append(attention_shares(weight, is_self, same, other, truth != IGNORE_INDEX, beta))
     within, across = torch.cat(within), torch.cat(across)
     self_share, within_share, across_share = np.mean(shares, axis=0).tolist()
     return {"purity": same_weight / max(counted_weight, 1e-12),
@@ -115,8 +111,8 @@ def main() -> None:
         sources[path] = (AffinityEmbedder(load_affinity_network(path, "cpu", backbone)),
                          AffinityGraphBuilder(radius=args.radius))
     for name, (extractor, builder) in sources.items():
-        stats = graph_stats(dataset, image_ids, extractor, builder, args.radius,
-                            backbone.output_stride, args.beta)
+        stats = graph_stats(dataset, image_ids, extractor, builder, backbone.output_stride,
+                            args.beta)
         print(name, json.dumps(stats), flush=True)
 
 

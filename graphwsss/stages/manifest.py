@@ -179,7 +179,7 @@ def check_stages(root: Path, settings: RunSettings, force: bool = False) -> dict
                 if stage not in STAGES or has_outputs(root, stage)}
     current = stage_keys(settings)
     for index, stage in enumerate(STAGES):
-        if stage not in manifest or not has_outputs(root, stage):
+        if stage not in manifest:          # kept above only when its outputs are on disk
             continue
         entry = manifest[stage]
         # A stage this run skips (no CAMs, no affinity CNN) is compared on nothing.
