@@ -147,7 +147,7 @@ def _differences(recorded: dict[str, Any], current: dict[str, Any],
 
 # Settings added with a default that changes the outputs: the value that made outputs recorded
 # before the setting existed (``graph.calibrate``: those graphs used exp(-d)).
-BEFORE_ADDED = {"graph.calibrate": False}
+BEFORE_ADDED = {"graph.calibrate": False, "propagator.output_walk": False}
 
 
 def _added_at_default(key: str, recorded: dict[str, Any], current: dict[str, Any]) -> bool:

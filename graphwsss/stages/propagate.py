@@ -23,7 +23,8 @@ cells, a gather for superpixel graphs, through which gradients flow). Grid radiu
 (``grid_weight``, ``offsets``) can also use the tiled ``"grid"`` layout; other graphs always use
 ``"edges"`` (a ``"grid"`` request falls back to it, with a log line).
 
-``propagator.name = "random_walk"`` trains nothing: the seeds are walked over the graph
+Graph propagators' probabilities are then walked over the graph (:func:`walk_output`,
+``propagator.output_walk``). ``propagator.name = "random_walk"`` trains nothing: the seeds are walked over the graph
 (:func:`graphwsss.nn.random_walk.random_walk_probabilities`).
 """
 
@@ -91,12 +92,32 @@ def run(ctx: RunContext, image_ids: list[str], affinity_network=None) -> None:
                                          ctx.device, seed=settings.seed,
                                          show_progress=ctx.show_progress)
         for sample, item, probs in zip(samples, items, probabilities):
+            probs = walk_output(item, probs, settings.propagator)
             if settings.supervision == "image":
                 probs = fuse_random_walk(item, probs, load_image_cams(ctx, sample), settings)
             with atomic_path(paths.probabilities(sample.image_id)) as tmp:
                 np.save(tmp, probs.detach().cpu().numpy().astype(np.float16))
         progress.update(len(samples))
     progress.close()
+
+
+# Propagators whose output reads the graph; ``none`` has no graph and ``random_walk``'s output
+# is already a walk.
+GRAPH_PROPAGATORS = ("a2gnn", "gcn", "gat", "agnn")
+
+
+def walk_output(item: PropagationItem, probs: Tensor, settings: PropagatorSettings) -> Tensor:
+    r"""The propagator's ``[K, h, w]`` node probabilities :math:`O` walked over the image's own
+    graph (``propagator.output_walk``, graph propagators only): :math:`T^t O` with
+    :math:`T_{ij} = E_{ij}^{\beta} / \sum_k E_{ik}^{\beta}` (``rw_beta``) and
+    :math:`t = 2^{\texttt{output\_walk\_log\_steps}}` exact sparse products. Each node's
+    probabilities become an average over the region the graph connects it to, so that decisions
+    the network takes node by node agree within a region and change where the affinities drop
+    (docs/method.md §6.5). Unchanged when off or for ``none`` / ``random_walk``."""
+    if not settings.output_walk or settings.name not in GRAPH_PROPAGATORS:
+        return probs
+    return random_walk_probabilities(item.graph.to(probs.device), probs, beta=settings.rw_beta,
+                                     log_steps=settings.output_walk_log_steps, method="matvec")
 
 
 def fuse_random_walk(item: PropagationItem, probs: Tensor, cams: np.ndarray,

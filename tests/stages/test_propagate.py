@@ -14,7 +14,7 @@ from graphwsss.losses import boxes_to_grid
 from graphwsss.nn.random_walk import random_walk_probabilities, seed_label_probabilities
 from graphwsss.settings import PropagatorSettings
 from graphwsss.stages.propagate import (PropagationItem, box_allowed_classes, stack_graphs,
-                                        train_propagator)
+                                        train_propagator, walk_output)
 
 NUM_CLASSES = 3
 SETTINGS = PropagatorSettings(epochs_first=6, epochs_second=6, hidden=16, reg_weight=0.3)
@@ -218,6 +218,29 @@ def test_random_walk_propagator_walks_the_seeds():
         torch.testing.assert_close(p, expected)
     absent = ({1, 2} - set(ITEMS[0].box_classes.tolist())).pop()
     assert probs[0][absent].max() < 1e-6
+
+
+def test_output_walk_makes_each_region_agree_and_stops_at_its_edge():
+    item = ITEMS[0]                                  # a 6 x 8 node grid
+    features = torch.zeros(12, 6, 8)
+    features[0, :, :4] = 1.0                         # two regions: left and right half
+    features[1, :, 4:] = 1.0
+    graph = build_graph_builder("backbone", radius=2, calibrate=True).build(item.image, features)
+    item = dataclasses.replace(item, graph=graph)
+    probs = torch.full((NUM_CLASSES, 6, 8), 0.1)
+    probs[1, :, :4] = probs[2, :, 4:] = 0.8          # left: class 1, right: class 2 ...
+    probs[:, 2, 1] = torch.tensor([0.1, 0.3, 0.6])   # ... but one left node says class 2
+    walking = dataclasses.replace(SETTINGS, output_walk=True, output_walk_log_steps=3)
+    walked = walk_output(item, probs, walking)
+    torch.testing.assert_close(walked.sum(0), torch.ones(6, 8))
+    assert (walked.argmax(0)[:, :4] == 1).all() and (walked.argmax(0)[:, 4:] == 2).all()
+    # Nothing crosses the region edge: the right half keeps its probabilities.
+    torch.testing.assert_close(walked[:, :, 4:], probs[:, :, 4:], atol=1e-4, rtol=0)
+    # Off, and for propagators without a graph or whose output is already a walk: unchanged.
+    for settings in (dataclasses.replace(walking, output_walk=False),
+                     dataclasses.replace(walking, name="none"),
+                     dataclasses.replace(walking, name="random_walk")):
+        assert walk_output(item, probs, settings) is probs
 
 
 def test_random_walk_propagator_follows_rw_method_and_tolerance():
