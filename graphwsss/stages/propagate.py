@@ -2,8 +2,9 @@
 
 :func:`run` reads ``seeds/<id>.png`` (and, for image tags, ``cams/<id>.npy``), builds each
 image's graph (:mod:`graphwsss.stages.graph`), trains the propagator and writes
-``probabilities/<id>.npy``: float16 ``[K, h, w]`` on the node grid, ``h = ceil(H / s)``, before
-any class restriction or CRF (those are the refine stage's). Images with probabilities (or a
+``probabilities/<id>.npy``: float16 ``[K, h, w]`` on the node grid, ``h = ceil(H / s)``, after the
+output walk when it is on and before any class restriction or CRF (those are the refine
+stage's). Images with probabilities (or a
 pseudo label) are skipped.
 
 Batched transductive training of a propagator on many images' graphs:
