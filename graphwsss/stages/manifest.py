@@ -146,8 +146,10 @@ def _differences(recorded: dict[str, Any], current: dict[str, Any],
 
 
 # Settings added with a default that changes the outputs: the value that made outputs recorded
-# before the setting existed (``graph.calibrate``: those graphs used exp(-d)).
-BEFORE_ADDED = {"graph.calibrate": False, "propagator.output_walk": False}
+# before the setting existed (``graph.calibrate``: those graphs used exp(-d)). A setting added
+# with its class default off (``propagator.output_walk``) needs no entry: a value other than
+# the class default already counts as a change.
+BEFORE_ADDED = {"graph.calibrate": False}
 
 
 def _added_at_default(key: str, recorded: dict[str, Any], current: dict[str, Any]) -> bool:

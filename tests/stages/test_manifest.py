@@ -171,18 +171,22 @@ def test_record_of_a_stage_without_outputs_is_dropped(tmp_path):
     assert set(kept) == {"seeds"} and kept["seeds"]["seconds"] == 3.0
 
 
-def test_outputs_made_before_calibrate_existed_count_as_uncalibrated(tmp_path):
+@pytest.mark.parametrize("key", ["graph.calibrate", "propagator.output_walk"])
+def test_outputs_made_before_a_setting_existed_count_as_made_without_it(tmp_path, key):
+    """A record without a setting added later was made as if it were off, so it matches only
+    the off value: through BEFORE_ADDED where the class default is on (graph.calibrate), through
+    the class default otherwise (propagator.output_walk, on for point runs)."""
     from graphwsss.config import ConfigError
     from graphwsss.stages.manifest import MANIFEST, check_stages
 
-    settings = load_config(RunSettings, None, ["device=cpu"])
+    settings = load_config(RunSettings, None, ["device=cpu", f"{key}=true"])
     keys = stage_keys(settings)
-    old = {key: value for key, value in keys["propagation"].items() if key != "graph.calibrate"}
+    old = {name: value for name, value in keys["propagation"].items() if name != key}
     (tmp_path / "probabilities").mkdir()
     (tmp_path / "probabilities" / "a.npy").write_bytes(b"")
     (tmp_path / MANIFEST).write_text(json.dumps({"propagation": {"settings": old,
                                                                  "seconds": 1.0}}))
-    with pytest.raises(ConfigError, match="graph.calibrate"):
+    with pytest.raises(ConfigError, match=key):
         check_stages(tmp_path, settings)
-    uncalibrated = load_config(RunSettings, None, ["device=cpu", "graph.calibrate=false"])
-    assert set(check_stages(tmp_path, uncalibrated)) == {"propagation"}
+    off = load_config(RunSettings, None, ["device=cpu", f"{key}=false"])
+    assert set(check_stages(tmp_path, off)) == {"propagation"}
