@@ -299,5 +299,6 @@ def test_every_entry_point_gets_the_supervision_defaults(tmp_path):
     settings = load_run_settings(config, ["propagator.epochs_first=2"])
     assert settings.graph.radius == 3 and settings.propagator.lr == 0.5
     assert settings.propagator.epochs_first == 2 and settings.propagator.epochs_second == 50
-    assert settings.propagator.output_walk and not load_run_settings(None, []).propagator.output_walk
+    assert settings.propagator.output_walk                                     # point
+    assert not load_run_settings(None, []).propagator.output_walk              # box
     assert load_run_settings(config, supervision="image").supervision == "image"

@@ -2,10 +2,9 @@
 
 :func:`run` reads ``seeds/<id>.png`` (and, for image tags, ``cams/<id>.npy``), builds each
 image's graph (:mod:`graphwsss.stages.graph`), trains the propagator and writes
-``probabilities/<id>.npy``: float16 ``[K, h, w]`` on the node grid, ``h = ceil(H / s)``, after the
-output walk when it is on and before any class restriction or CRF (those are the refine
-stage's). Images with probabilities (or a
-pseudo label) are skipped.
+``probabilities/<id>.npy``: float16 ``[K, h, w]`` on the node grid, ``h = ceil(H / s)``, after
+the output walk when it is on and before any class restriction or CRF (those are the refine
+stage's). Images with probabilities (or a pseudo label) are skipped.
 
 Batched transductive training of a propagator on many images' graphs:
 
@@ -25,8 +24,8 @@ cells, a gather for superpixel graphs, through which gradients flow). Grid radiu
 ``"edges"`` (a ``"grid"`` request falls back to it, with a log line).
 
 Graph propagators' probabilities are then walked over the graph (:func:`walk_output`,
-``propagator.output_walk``). ``propagator.name = "random_walk"`` trains nothing: the seeds are walked over the graph
-(:func:`graphwsss.nn.random_walk.random_walk_probabilities`).
+``propagator.output_walk``). ``propagator.name = "random_walk"`` trains nothing: the seeds are
+walked over the graph (:func:`graphwsss.nn.random_walk.random_walk_probabilities`).
 """
 
 from __future__ import annotations
