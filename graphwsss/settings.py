@@ -226,7 +226,7 @@ class PropagatorSettings:
     memory_budget_gb: float = ranged(2.0, gt=0)  # memory for one propagation batch
     output_walk: bool = False                 # graph propagators: their node probabilities
                                               # walked over the graph, T^t O (docs/method.md
-                                              # §6.5); on for point runs
+                                              # §6.5); on for point and image runs
     output_walk_log_steps: int = ranged(5, ge=0)  # ... for t = 2^this steps (T from rw_beta)
     rw_beta: float = ranged(8.0, gt=0)        # random walk: affinity raised to β (PSA style)
     rw_log_steps: int = ranged(8, ge=0)       # random walk length 2^log_steps
@@ -317,7 +317,8 @@ SUPERVISION_DEFAULTS: dict[str, list[str]] = {
               "cam.seed_fraction=0.2", "propagator.output_walk=true"],
     "image": ["propagator.reg_weight=0.3", "propagator.lr=0.03", "propagator.epochs_first=50",
               "propagator.epochs_second=50", "propagator.multi_point=false",
-              "propagator.consistency=false", "affinity.radius=3", "graph.radius=3"],
+              "propagator.consistency=false", "affinity.radius=3", "graph.radius=3",
+              "propagator.output_walk=true"],
 }
 
 

@@ -301,4 +301,5 @@ def test_every_entry_point_gets_the_supervision_defaults(tmp_path):
     assert settings.propagator.epochs_first == 2 and settings.propagator.epochs_second == 50
     assert settings.propagator.output_walk                                     # point
     assert not load_run_settings(None, []).propagator.output_walk              # box
-    assert load_run_settings(config, supervision="image").supervision == "image"
+    image = load_run_settings(config, supervision="image")
+    assert image.supervision == "image" and image.propagator.output_walk
