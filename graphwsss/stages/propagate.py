@@ -101,11 +101,6 @@ def run(ctx: RunContext, image_ids: list[str], affinity_network=None) -> None:
     progress.close()
 
 
-# Propagators whose output reads the graph; ``none`` has no graph and ``random_walk``'s output
-# is already a walk.
-GRAPH_PROPAGATORS = ("a2gnn", "gcn", "gat", "agnn")
-
-
 def walk_output(item: PropagationItem, probs: Tensor, settings: PropagatorSettings) -> Tensor:
     r"""The propagator's ``[K, h, w]`` node probabilities :math:`O` walked over the image's own
     graph (``propagator.output_walk``, graph propagators only): :math:`T^t O` with
@@ -114,8 +109,8 @@ def walk_output(item: PropagationItem, probs: Tensor, settings: PropagatorSettin
     probabilities become an average over the region the graph connects it to, so that decisions
     the network takes node by node agree within a region and change where the affinities drop
     (docs/method.md §6.5). Unchanged when off or for ``none`` / ``random_walk``."""
-    if not settings.output_walk or settings.name not in GRAPH_PROPAGATORS:
-        return probs
+    if not settings.output_walk or settings.name in ("none", "random_walk"):
+        return probs                       # no graph, or an output that is a walk already
     return random_walk_probabilities(item.graph.to(probs.device), probs, beta=settings.rw_beta,
                                      log_steps=settings.output_walk_log_steps, method="matvec")
 
