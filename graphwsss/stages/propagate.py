@@ -111,7 +111,7 @@ def walk_output(item: PropagationItem, probs: Tensor, settings: PropagatorSettin
     (docs/method.md §6.5). Unchanged when off or for ``none`` / ``random_walk``."""
     if not settings.output_walk or settings.name in ("none", "random_walk"):
         return probs                       # no graph, or an output that is a walk already
-    return random_walk_probabilities(item.graph.to(probs.device), probs, beta=settings.rw_beta,
+    return random_walk_probabilities(item.graph, probs, beta=settings.rw_beta,
                                      log_steps=settings.output_walk_log_steps, method="matvec")
 
 
