@@ -228,6 +228,10 @@ class PropagatorSettings:
                                               # walked over the graph, T^t O (docs/method.md
                                               # §6.5); on for point and image runs
     output_walk_log_steps: int = ranged(5, ge=0)  # ... for t = 2^this steps (T from rw_beta)
+    output_walk_box_reach: float | None = ranged(None, gt=0)  # box runs: a box's cells stop
+                                              # walking once the walk's reach sigma*sqrt(t)
+                                              # passes this share of the box's short side (small
+                                              # objects keep their shape); null: all walk t steps
     rw_beta: float = ranged(8.0, gt=0)        # random walk: affinity raised to β (PSA style)
     rw_log_steps: int = ranged(8, ge=0)       # random walk length 2^log_steps
     rw_method: Literal["matvec", "squaring"] = "matvec"  # repeated T·S (exact) or pruned squaring
@@ -307,7 +311,7 @@ class RunSettings:
 # runs keep the CAM's top 20 % per class, not 40 %, since every object already has its point and
 # the GNN memorises whatever seeds it gets, so precision is worth more than coverage.
 SUPERVISION_DEFAULTS: dict[str, list[str]] = {
-    "box": [],
+    "box": ["propagator.output_walk=true", "propagator.output_walk_box_reach=0.2"],
     "scribble": ["propagator.reg_weight=0.3", "propagator.lr=0.03", "propagator.epochs_first=50",
                  "propagator.epochs_second=50", "propagator.multi_point=false",
                  "propagator.consistency=false", "affinity.radius=4", "graph.builder=affinity"],

@@ -300,6 +300,8 @@ def test_every_entry_point_gets_the_supervision_defaults(tmp_path):
     assert settings.graph.radius == 3 and settings.propagator.lr == 0.5
     assert settings.propagator.epochs_first == 2 and settings.propagator.epochs_second == 50
     assert settings.propagator.output_walk                                     # point
-    assert not load_run_settings(None, []).propagator.output_walk              # box
+    assert settings.propagator.output_walk_box_reach is None
+    box = load_run_settings(None, []).propagator                               # box
+    assert box.output_walk and box.output_walk_box_reach == 0.2
     image = load_run_settings(config, supervision="image")
     assert image.supervision == "image" and image.propagator.output_walk

@@ -56,6 +56,7 @@ __all__ = [
     "random_walk",
     "random_walk_probabilities",
     "seed_label_probabilities",
+    "step_length",
     "transition_matrix",
     "transition_power",
 ]
@@ -143,7 +144,8 @@ def transition_power(transition: Tensor, log_steps: int = 8, tolerance: float = 
 
 def random_walk(edge_index: Tensor, edge_weight: Tensor, scores: Tensor, num_nodes: int,
                 beta: float = 8.0, log_steps: int = 8, method: Method = "matvec",
-                tolerance: float = 1e-3, max_products: int = 1_000_000_000) -> Tensor:
+                tolerance: float = 1e-3, max_products: int = 1_000_000_000,
+                node_steps: Tensor | None = None) -> Tensor:
     r"""Propagate node scores by a random walk, :math:`T^{2^{\texttt{log\_steps}}} S`.
 
     Runs without autograd, on the device of ``scores``.
@@ -157,6 +159,9 @@ def random_walk(edge_index: Tensor, edge_weight: Tensor, scores: Tensor, num_nod
         log_steps: ``t = 2**log_steps`` walk steps (default 8: 256).
         method: ``"matvec"`` (exact, default) or ``"squaring"`` (pruned repeated squaring).
         tolerance, max_products: pruning of ``"squaring"``, see :func:`transition_power`.
+        node_steps: optional ``[N]`` integer steps in ``0..2**log_steps``: node ``i``'s row is
+            taken after ``node_steps[i]`` steps of the walk (0 keeps its score), so that one
+            walk serves nodes that should walk different lengths. ``"matvec"`` only.
 
     Returns:
         ``[N, K]`` propagated scores (dtype of ``scores``, computed in at least float32).
@@ -172,6 +177,15 @@ def random_walk(edge_index: Tensor, edge_weight: Tensor, scores: Tensor, num_nod
         raise ValueError(f"method must be 'matvec' or 'squaring', got {method!r}")
     if isinstance(log_steps, bool) or int(log_steps) != log_steps or log_steps < 0:
         raise ValueError(f"log_steps must be a non-negative integer, got {log_steps!r}")
+    steps = 2 ** int(log_steps)
+    if node_steps is not None:
+        check_shape("node_steps", node_steps, f"[N] = [{num_nodes}]", shape=(num_nodes,),
+                    dtype="integer")
+        if method != "matvec":
+            raise ValueError("node_steps needs method='matvec'")
+        if bool(((node_steps < 0) | (node_steps > steps)).any()):
+            raise ValueError(f"node_steps must be in 0..{steps} (2**log_steps)")
+        node_steps = node_steps.to(scores.device)
     with torch.no_grad():
         edge_weight = edge_weight.to(scores.device)
         transition = transition_matrix(edge_index.to(scores.device), edge_weight, num_nodes, beta)
@@ -182,14 +196,47 @@ def random_walk(edge_index: Tensor, edge_weight: Tensor, scores: Tensor, num_nod
         with warnings.catch_warnings():          # torch's one-time "CSR is beta" notice
             warnings.simplefilter("ignore", UserWarning)
             transition = transition.to_sparse_csr()  # 12x faster than COO for T @ S on CPU
-        for _ in range(2 ** int(log_steps)):
+        if node_steps is None:
+            for _ in range(steps):
+                result = transition @ result
+            return result.to(scores.dtype)
+        taken = result.clone()                   # nodes with 0 steps keep their scores
+        for step in range(1, int(node_steps.max()) + 1):
             result = transition @ result
-        return result.to(scores.dtype)
+            stop = node_steps == step
+            taken[stop] = result[stop]
+        return taken.to(scores.dtype)
+
+
+def step_length(graph: Data, beta: float = 8.0) -> float:
+    r"""The walk's root-mean-square step on the grid, in cells:
+
+    .. math::
+        \sigma = \Big(\frac{1}{N} \sum_i \sum_j T_{ij}\, \lVert p_j - p_i \rVert^2\Big)^{1/2},
+
+    with :math:`p_i` the mean ``(row, column)`` of node ``i``'s cells. After :math:`t` steps a
+    walk has moved about :math:`\sigma \sqrt{t}` cells (its reach). ``graph`` as for
+    :func:`random_walk_probabilities`."""
+    height, width = graph.grid_shape
+    edge_weight = graph.edge_attr
+    if edge_weight is None:
+        edge_weight = torch.ones(graph.edge_index.shape[1], device=graph.edge_index.device)
+    node_of_cell = cell_node_index(graph).to(edge_weight.device)
+    num_nodes = graph.num_nodes
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    cells = torch.stack([rows.reshape(-1), cols.reshape(-1)], 1).to(edge_weight.device).double()
+    position = cells.new_zeros(num_nodes, 2).index_add_(0, node_of_cell, cells)
+    position /= torch.bincount(node_of_cell, minlength=num_nodes).clamp_min(1).unsqueeze(1)
+    with torch.no_grad():
+        transition = transition_matrix(graph.edge_index, edge_weight.reshape(-1), num_nodes, beta)
+        target, source = transition.indices()
+        squared = (position[source] - position[target]).pow(2).sum(1)
+        return float((transition.values().double() * squared).sum() / max(num_nodes, 1)) ** 0.5
 
 
 def random_walk_probabilities(graph: Data, initial_probs: Tensor, beta: float = 8.0,
                               log_steps: int = 8, method: Method = "matvec",
-                              tolerance: float = 1e-3) -> Tensor:
+                              tolerance: float = 1e-3, cell_steps: Tensor | None = None) -> Tensor:
     r"""The ``random_walk`` propagator: propagate grid scores over one image's graph.
 
     Node scores are the grid scores of the node's cells (averaged when a node covers several
@@ -202,6 +249,8 @@ def random_walk_probabilities(graph: Data, initial_probs: Tensor, beta: float = 
         initial_probs: ``[K, h, w]`` initial class scores on the graph's grid: from seeds
             :func:`seed_label_probabilities`, or CAM scores for image-level runs.
         beta, log_steps, method, tolerance: as :func:`random_walk`.
+        cell_steps: optional ``[h, w]`` integer steps per cell (``node_steps`` of
+            :func:`random_walk`; a node covering several cells takes the fewest of them).
 
     Returns:
         ``[K, h, w]``; rows of :math:`T` sum to 1, so per-cell class probabilities stay
@@ -229,8 +278,15 @@ def random_walk_probabilities(graph: Data, initial_probs: Tensor, beta: float = 
             0, node_of_cell, cell_scores)
         counts = torch.bincount(node_of_cell, minlength=num_nodes).clamp_min(1)
         node_scores = node_scores / counts.unsqueeze(1).to(node_scores.dtype)
+    node_steps = None
+    if cell_steps is not None:
+        check_shape("cell_steps", cell_steps, f"[h, w] = [{height}, {width}]",
+                    shape=(height, width), dtype="integer")
+        node_steps = torch.full((num_nodes,), 2 ** int(log_steps), dtype=torch.long,
+                                device=device).scatter_reduce(
+            0, node_of_cell, cell_steps.reshape(-1).to(device, torch.long), "amin")
     walked = random_walk(graph.edge_index, edge_weight, node_scores, num_nodes, beta,
-                         log_steps, method, tolerance)
+                         log_steps, method, tolerance, node_steps=node_steps)
     return walked[node_of_cell].t().reshape(num_classes, height, width)
 
 

@@ -147,8 +147,8 @@ def _differences(recorded: dict[str, Any], current: dict[str, Any],
 
 # Settings added with a default that changes the outputs: the value that made outputs recorded
 # before the setting existed (``graph.calibrate``: those graphs used exp(-d)). A setting added
-# with its class default off (``propagator.output_walk``) needs no entry: a value other than
-# the class default already counts as a change.
+# with its class default off (``propagator.output_walk``, ``output_walk_box_reach``) needs no
+# entry: a value other than the class default already counts as a change.
 BEFORE_ADDED = {"graph.calibrate": False}
 
 

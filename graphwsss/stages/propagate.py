@@ -45,7 +45,8 @@ from graphwsss.graphs.grid import downsample_image, radius_offsets
 from graphwsss.losses import (consistency_check, multi_point_loss, potts_kernel,
                               potts_regularization, seed_cross_entropy, select_multi_points)
 from graphwsss.nn import build_propagator
-from graphwsss.nn.random_walk import random_walk_probabilities, seed_label_probabilities
+from graphwsss.nn.random_walk import (random_walk_probabilities, seed_label_probabilities,
+                                      step_length)
 from graphwsss.settings import PropagatorSettings, RunSettings
 from graphwsss.stages.cam import load_image_cams
 from graphwsss.stages.graph import (PropagationItem, build_item, make_builder, node_source,
@@ -108,11 +109,39 @@ def walk_output(item: PropagationItem, probs: Tensor, settings: PropagatorSettin
     :math:`t = 2^{\texttt{output\_walk\_log\_steps}}` exact sparse products. Each node's
     probabilities become an average over the region the graph connects it to, so that decisions
     the network takes node by node agree within a region and change where the affinities drop
-    (docs/method.md §6.5). Unchanged when off or for ``none`` / ``random_walk``."""
+    (docs/method.md §6.5). With ``output_walk_box_reach`` the cells of each box stop earlier
+    (:func:`box_walk_steps`). Unchanged when off or for ``none`` / ``random_walk``."""
     if not settings.output_walk or settings.name in ("none", "random_walk"):
         return probs                       # no graph, or an output that is a walk already
+    steps = None
+    if settings.output_walk_box_reach is not None and len(item.boxes):
+        steps = box_walk_steps(item, settings.output_walk_box_reach,
+                               step_length(item.graph, settings.rw_beta),
+                               2 ** settings.output_walk_log_steps)
     return random_walk_probabilities(item.graph, probs, beta=settings.rw_beta,
-                                     log_steps=settings.output_walk_log_steps, method="matvec")
+                                     log_steps=settings.output_walk_log_steps, method="matvec",
+                                     cell_steps=steps)
+
+
+def box_walk_steps(item: PropagationItem, reach: float, sigma: float, steps: int) -> Tensor:
+    r"""``[h, w]`` long: how many steps each cell walks in a box run. A walk of :math:`t` steps
+    of root-mean-square length :math:`\sigma` cells (:func:`~graphwsss.nn.random_walk.step_length`)
+    reaches about :math:`\sigma\sqrt{t}` cells; a box of short side :math:`s` cells walks
+
+    .. math::
+        t_b = \min\big(t, \lfloor (\rho\, s / \sigma)^2 \rfloor\big), \qquad
+        \rho = \texttt{output\_walk\_box\_reach},
+
+    so that its walk stays inside its object and a small object is not averaged away into the
+    background around it. A cell takes the fewest steps of the boxes covering it; cells outside
+    every box walk all :math:`t` (they are background after the refine stage)."""
+    cell_steps = torch.full(item.grid_shape, steps, dtype=torch.long)
+    for x0, y0, x1, y1 in item.boxes.tolist():
+        side = min(x1 - x0, y1 - y0)
+        box_steps = min(steps, int((reach * side / max(sigma, 1e-6)) ** 2))
+        region = cell_steps[y0:y1, x0:x1]
+        region.clamp_(max=box_steps)
+    return cell_steps
 
 
 def fuse_random_walk(item: PropagationItem, probs: Tensor, cams: np.ndarray,

@@ -8,7 +8,7 @@ import torch
 
 from graphwsss.cli import main
 from graphwsss.graphs import RadiusGraphBuilder
-from graphwsss.settings import CRFSettings, PropagatorSettings, RunSettings
+from graphwsss.settings import load_run_settings
 from graphwsss.bench.graphs import (COLUMNS, bench_graphs, format_table, headline,
                                            radius_graph_loop_reference, radius_vs_loop,
                                            same_edges)
@@ -20,9 +20,8 @@ TINY = ["limit=2", "propagator.epochs_first=2", "propagator.epochs_second=1",
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory, sample_root):
     out = tmp_path_factory.mktemp("bench")
-    settings = RunSettings(device="cpu",
-                           propagator=PropagatorSettings(epochs_first=2, epochs_second=1),
-                           crf=CRFSettings(enabled=False))
+    # The settings the command line loads (box defaults included), so that it resumes the run.
+    settings = load_run_settings(None, [item for item in TINY if not item.startswith("limit")])
     result = bench_graphs(sample_root, out, ["backbone", "knn"], settings, limit=2,
                           radius_loop=False, show_progress=False)
     return out, result

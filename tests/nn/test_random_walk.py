@@ -7,7 +7,7 @@ from torch_geometric.data import Data
 from graphwsss.graphs.base import build_graph_builder
 from graphwsss.graphs.grid import grid_to_edges, neighbor_valid, radius_offsets
 from graphwsss.nn import random_walk, random_walk_probabilities, seed_label_probabilities
-from graphwsss.nn.random_walk import transition_matrix, transition_power
+from graphwsss.nn.random_walk import step_length, transition_matrix, transition_power
 
 
 def grid_graph(height, width, radius=1, seed=0, dtype=torch.float64):
@@ -108,6 +108,57 @@ def test_nodes_covering_several_cells():
     probs = random_walk_probabilities(graph, initial, log_steps=2)
     expected = torch.tensor([[[0.5, 0.5, 0.3, 0.3]], [[0.5, 0.5, 0.7, 0.7]]])
     torch.testing.assert_close(probs, expected)
+
+
+def test_node_steps_stop_each_node_after_its_own_steps():
+    edge_index, edge_weight = grid_graph(4, 5, seed=1)
+    scores = torch.rand(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    node_steps = torch.arange(20) % 5                  # 0..4 steps, log_steps 2 allows up to 4
+    result = random_walk(edge_index, edge_weight, scores, 20, beta=3.0, log_steps=2,
+                         node_steps=node_steps)
+    transition = transition_matrix(edge_index, edge_weight, 20, beta=3.0).to_dense()
+    for node in range(20):
+        walked = torch.linalg.matrix_power(transition, int(node_steps[node])) @ scores
+        torch.testing.assert_close(result[node], walked[node])
+    full = random_walk(edge_index, edge_weight, scores, 20, beta=3.0, log_steps=2)
+    torch.testing.assert_close(random_walk(edge_index, edge_weight, scores, 20, beta=3.0,
+                                           log_steps=2, node_steps=torch.full((20,), 4)), full)
+    with pytest.raises(ValueError, match="node_steps must be in 0..4"):
+        random_walk(edge_index, edge_weight, scores, 20, log_steps=2, node_steps=node_steps + 1)
+    with pytest.raises(ValueError, match="matvec"):
+        random_walk(edge_index, edge_weight, scores, 20, log_steps=2, node_steps=node_steps,
+                    method="squaring")
+    with pytest.raises(ValueError, match="node_steps must be"):
+        random_walk(edge_index, edge_weight, scores, 20, log_steps=2, node_steps=node_steps[:5])
+
+
+def test_cell_steps_take_the_fewest_of_a_nodes_cells():
+    # 2 nodes over a 1x4 grid joined by an edge; node 0's cells ask for 0 and 2 steps.
+    graph = Data(x=torch.ones(2, 1), edge_index=torch.tensor([[0, 1, 0, 1], [0, 1, 1, 0]]),
+                 edge_attr=torch.ones(4))
+    graph.grid_shape = (1, 4)
+    graph.cell_node = torch.tensor([0, 0, 1, 1])
+    initial = torch.tensor([[[1.0, 1.0, 0.0, 0.0]], [[0.0, 0.0, 1.0, 1.0]]])
+    probs = random_walk_probabilities(graph, initial, log_steps=1,
+                                      cell_steps=torch.tensor([[0, 2, 2, 2]]))
+    expected = torch.tensor([[[1.0, 1.0, 0.5, 0.5]], [[0.0, 0.0, 0.5, 0.5]]])
+    torch.testing.assert_close(probs, expected)
+
+
+def test_step_length_is_the_root_mean_square_move():
+    # A 1 x 3 chain with self loops, equal weights: the ends move 1 cell with probability 1/2,
+    # the middle with probability 2/3.
+    graph = Data(x=torch.ones(3, 1), edge_index=torch.tensor([[0, 1, 2, 0, 1, 1, 2],
+                                                               [0, 1, 2, 1, 0, 2, 1]]),
+                 edge_attr=torch.ones(7))
+    graph.grid_shape = (1, 3)
+    assert step_length(graph) == pytest.approx(((0.5 + 2 / 3 + 0.5) / 3) ** 0.5)
+    # Nodes over several cells move between their cells' mean positions.
+    graph = Data(x=torch.ones(2, 1), edge_index=torch.tensor([[0, 1, 0, 1], [0, 1, 1, 0]]),
+                 edge_attr=torch.ones(4))
+    graph.grid_shape = (1, 4)
+    graph.cell_node = torch.tensor([0, 0, 1, 1])          # positions 0.5 and 2.5
+    assert step_length(graph) == pytest.approx((0.5 * 4.0) ** 0.5)
 
 
 def test_seed_label_probabilities():

@@ -171,15 +171,18 @@ def test_record_of_a_stage_without_outputs_is_dropped(tmp_path):
     assert set(kept) == {"seeds"} and kept["seeds"]["seconds"] == 3.0
 
 
-@pytest.mark.parametrize("key", ["graph.calibrate", "propagator.output_walk"])
-def test_outputs_made_before_a_setting_existed_count_as_made_without_it(tmp_path, key):
+@pytest.mark.parametrize("key, on, off", [("graph.calibrate", "true", "false"),
+                                         ("propagator.output_walk", "true", "false"),
+                                         ("propagator.output_walk_box_reach", "0.2", "null")])
+def test_outputs_made_before_a_setting_existed_count_as_made_without_it(tmp_path, key, on, off):
     """A record without a setting added later was made as if it were off, so it matches only
     the off value: through BEFORE_ADDED where the class default is on (graph.calibrate), through
-    the class default otherwise (propagator.output_walk, on for point runs)."""
+    the class default otherwise (propagator.output_walk, on for point and box runs;
+    output_walk_box_reach, 0.2 for box runs)."""
     from graphwsss.config import ConfigError
     from graphwsss.stages.manifest import MANIFEST, check_stages
 
-    settings = load_config(RunSettings, None, ["device=cpu", f"{key}=true"])
+    settings = load_config(RunSettings, None, ["device=cpu", f"{key}={on}"])
     keys = stage_keys(settings)
     old = {name: value for name, value in keys["propagation"].items() if name != key}
     (tmp_path / "probabilities").mkdir()
@@ -188,5 +191,5 @@ def test_outputs_made_before_a_setting_existed_count_as_made_without_it(tmp_path
                                                                  "seconds": 1.0}}))
     with pytest.raises(ConfigError, match=key):
         check_stages(tmp_path, settings)
-    off = load_config(RunSettings, None, ["device=cpu", f"{key}=false"])
+    off = load_config(RunSettings, None, ["device=cpu", f"{key}={off}"])
     assert set(check_stages(tmp_path, off)) == {"propagation"}

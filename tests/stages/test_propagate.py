@@ -11,9 +11,11 @@ from torch_geometric.data import Data
 from graphwsss.data import Box
 from graphwsss.graphs import build_graph_builder
 from graphwsss.losses import boxes_to_grid
-from graphwsss.nn.random_walk import random_walk_probabilities, seed_label_probabilities
+from graphwsss.nn.random_walk import (random_walk_probabilities, seed_label_probabilities,
+                                      step_length)
 from graphwsss.settings import PropagatorSettings
-from graphwsss.stages.propagate import (PropagationItem, box_allowed_classes, stack_graphs,
+from graphwsss.stages.propagate import (PropagationItem, box_allowed_classes, box_walk_steps,
+                                        stack_graphs,
                                         train_propagator, walk_output)
 
 NUM_CLASSES = 3
@@ -241,6 +243,30 @@ def test_output_walk_makes_each_region_agree_and_stops_at_its_edge():
                      dataclasses.replace(walking, name="none"),
                      dataclasses.replace(walking, name="random_walk")):
         assert walk_output(item, probs, settings) is probs
+
+
+def test_box_reach_keeps_a_small_object_the_full_walk_averages_away():
+    """Box runs with output_walk_box_reach: a box's cells stop walking once the walk's reach
+    passes that share of the box's short side, so a 2 x 2-node object survives the walk."""
+    # Features that do not set the object apart: only the network's output marks it.
+    features = torch.rand(12, 16, 16, generator=torch.Generator().manual_seed(0))
+    image = torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(1))
+    graph = build_graph_builder("backbone", radius=2, calibrate=True).build(image, features)
+    boxes, classes = boxes_to_grid([Box(56, 56, 72, 72, 1), Box(0, 0, 128, 64, 2)], (128, 128),
+                                   (16, 16))
+    item = PropagationItem("x", graph, image, torch.full((128, 128), 255), boxes, classes, 8)
+    probs = torch.full((NUM_CLASSES, 16, 16), 0.05)
+    probs[0] = 0.9
+    probs[:, 7:9, 7:9] = torch.tensor([0.3, 0.65, 0.05]).view(3, 1, 1)   # a 2 x 2-node object
+    full = dataclasses.replace(SETTINGS, output_walk=True, output_walk_log_steps=5)
+    assert (walk_output(item, probs, full)[:, 7:9, 7:9].argmax(0) == 0).all()   # washed out
+    reach = dataclasses.replace(full, output_walk_box_reach=0.25)
+    sigma = step_length(graph)
+    steps = box_walk_steps(item, 0.25, sigma, 32)
+    assert (steps[7:9, 7:9] == int((0.25 * 2 / sigma) ** 2)).all()              # the small box
+    assert (steps[:7, :] == min(32, int((0.25 * 8 / sigma) ** 2))).all()        # 8 x 16 cells
+    assert (steps[9:, :] == 32).all()                                            # outside boxes
+    assert (walk_output(item, probs, reach)[:, 7:9, 7:9].argmax(0) == 1).all()  # kept
 
 
 def test_random_walk_propagator_follows_rw_method_and_tolerance():
