@@ -226,7 +226,7 @@ class PropagatorSettings:
     memory_budget_gb: float = ranged(2.0, gt=0)  # memory for one propagation batch
     output_walk: bool = False                 # graph propagators: their node probabilities
                                               # walked over the graph, T^t O (docs/method.md
-                                              # §6.5); on for point and image runs
+                                              # §6.5); on for box, point and image runs
     output_walk_log_steps: int = ranged(5, ge=0)  # ... for t = 2^this steps (T from rw_beta)
     output_walk_box_reach: float | None = ranged(None, gt=0)  # box runs: a box's cells stop
                                               # walking once the walk's reach sigma*sqrt(t)

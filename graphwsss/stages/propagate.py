@@ -139,8 +139,7 @@ def box_walk_steps(item: PropagationItem, reach: float, sigma: float, steps: int
     for x0, y0, x1, y1 in item.boxes.tolist():
         side = min(x1 - x0, y1 - y0)
         box_steps = min(steps, int((reach * side / max(sigma, 1e-6)) ** 2))
-        region = cell_steps[y0:y1, x0:x1]
-        region.clamp_(max=box_steps)
+        cell_steps[y0:y1, x0:x1].clamp_(max=box_steps)
     return cell_steps
 
 
