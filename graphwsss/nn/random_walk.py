@@ -33,6 +33,12 @@ affinity (the radius graphs of docs/method.md §5) that is the same operator.
   changes 22 % of the random-score argmaxes. ``"matvec"`` takes 0.06–0.15 s there, hence the
   default; ``"squaring"`` is kept for the comparison with PSA and for short walks.
 
+:func:`random_walk` can stop each node after its own number of steps (``node_steps``), and
+:func:`step_length` measures how far one step moves (the root-mean-square step on the grid), so
+that a walk's length can be set in cells: the output walk of box runs stops each box's cells
+once the walk's reach :math:`\sigma\sqrt{t}` passes a share of the box's short side
+(``graphwsss.stages.propagate.box_walk_steps``).
+
 :func:`random_walk_probabilities` is the propagator of ``propagator.name = random_walk``: one
 graph ``Data`` and initial class scores on its grid in, propagated scores on the grid out. Box
 and other seed-based runs build the initial scores with :func:`seed_label_probabilities`
@@ -208,6 +214,13 @@ def random_walk(edge_index: Tensor, edge_weight: Tensor, scores: Tensor, num_nod
         return taken.to(scores.dtype)
 
 
+def graph_edge_weight(graph: Data) -> Tensor:
+    """``[E]`` edge weights of a graph ``Data`` (``edge_attr``; 1 for every edge without it)."""
+    if graph.edge_attr is None:
+        return torch.ones(graph.edge_index.shape[1], device=graph.edge_index.device)
+    return graph.edge_attr.reshape(-1)
+
+
 def step_length(graph: Data, beta: float = 8.0) -> float:
     r"""The walk's root-mean-square step on the grid, in cells:
 
@@ -218,9 +231,7 @@ def step_length(graph: Data, beta: float = 8.0) -> float:
     walk has moved about :math:`\sigma \sqrt{t}` cells (its reach). ``graph`` as for
     :func:`random_walk_probabilities`."""
     height, width = graph.grid_shape
-    edge_weight = graph.edge_attr
-    if edge_weight is None:
-        edge_weight = torch.ones(graph.edge_index.shape[1], device=graph.edge_index.device)
+    edge_weight = graph_edge_weight(graph)
     node_of_cell = cell_node_index(graph).to(edge_weight.device)
     num_nodes = graph.num_nodes
     rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
@@ -228,7 +239,7 @@ def step_length(graph: Data, beta: float = 8.0) -> float:
     position = cells.new_zeros(num_nodes, 2).index_add_(0, node_of_cell, cells)
     position /= torch.bincount(node_of_cell, minlength=num_nodes).clamp_min(1).unsqueeze(1)
     with torch.no_grad():
-        transition = transition_matrix(graph.edge_index, edge_weight.reshape(-1), num_nodes, beta)
+        transition = transition_matrix(graph.edge_index, edge_weight, num_nodes, beta)
         target, source = transition.indices()
         squared = (position[source] - position[target]).pow(2).sum(1)
         return float((transition.values().double() * squared).sum() / max(num_nodes, 1)) ** 0.5
@@ -262,10 +273,7 @@ def random_walk_probabilities(graph: Data, initial_probs: Tensor, beta: float = 
     height, width = graph.grid_shape
     check_shape("initial_probs", initial_probs, f"[K, h, w] = [K, {height}, {width}]",
                 shape=(None, height, width), what="tensor on the graph's grid")
-    edge_weight = graph.edge_attr
-    if edge_weight is None:
-        edge_weight = torch.ones(graph.edge_index.shape[1], device=graph.edge_index.device)
-    edge_weight = edge_weight.reshape(-1)
+    edge_weight = graph_edge_weight(graph)
     device = initial_probs.device
     num_classes = initial_probs.shape[0]
     cell_scores = initial_probs.reshape(num_classes, -1).t()                  # [h * w, K]
