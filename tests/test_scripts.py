@@ -58,6 +58,32 @@ def test_box_seed_analysis_reads_a_finished_box_run(sample_root, tmp_path):
     assert empty.returncode == 2 and "no image with seeds" in empty.stderr
 
 
+def test_box_size_change_compares_two_box_runs_box_by_box(sample_root, tmp_path):
+    from graphwsss.cli import main
+
+    runs = []
+    for name, walk in (("walked", "true"), ("plain", "false")):
+        runs.append(tmp_path / name)
+        assert main(["run", "--data", str(sample_root), "--supervision", "box", "--out",
+                     str(runs[-1]), "limit=2", "propagator.epochs_first=1",
+                     "propagator.epochs_second=1", "crf.enabled=false", "device=cpu",
+                     f"propagator.output_walk={walk}"]) == 0
+    script = [sys.executable, str(SCRIPTS / "box_size_change.py"), "--data", str(sample_root)]
+    done = subprocess.run([*script, "--run", str(runs[0]), "--against", str(runs[1])],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    boxes = int(done.stdout.split(" boxes;")[0])
+    assert boxes >= 2 and "short side (nodes)" in done.stdout
+    groups = [line.split() for line in done.stdout.splitlines()[2:]]
+    assert sum(int(group[3]) for group in groups) == boxes        # every box in one group
+    same = subprocess.run([*script, "--run", str(runs[1]), "--against", str(runs[1])],
+                          capture_output=True, text=True, timeout=300)
+    assert same.returncode == 0 and "mean +0.00" in same.stdout
+    missing = subprocess.run([*script, "--run", str(runs[0]), "--against", str(tmp_path / "no")],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "no image that both runs labelled" in missing.stderr
+
+
 def test_graph_stats_reports_purity_and_affinities(sample_root):
     done = subprocess.run([sys.executable, str(SCRIPTS / "graph_stats.py"), "--data",
                            str(sample_root), "--limit", "1", "--calibrate"],
