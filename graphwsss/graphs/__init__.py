@@ -36,7 +36,7 @@ they are registered.
 
 from graphwsss.graphs.base import (IGNORE_INDEX, GraphBuilder, available_builders,
                                    build_graph_builder, cell_node_index, check_build_inputs, downsample_image,
-                                   grid_node_features, grid_positions, make_graph_data,
+                                   edge_weights, grid_node_features, grid_positions, make_graph_data,
                                    node_seed_labels, normalize_node_features, register_builder)
 from graphwsss.graphs.grid import (edges_to_grid, grid_to_edges, neighbor_valid, pairwise_grid,
                                    radius_offsets, shift)
@@ -52,7 +52,7 @@ from graphwsss.graphs.knn import KNNGraphBuilder, knn_edges
 
 __all__ = [
     "IGNORE_INDEX", "GraphBuilder", "available_builders", "build_graph_builder", "cell_node_index",
-    "check_build_inputs", "downsample_image", "grid_node_features", "grid_positions",
+    "check_build_inputs", "downsample_image", "edge_weights", "grid_node_features", "grid_positions",
     "make_graph_data", "node_seed_labels", "normalize_node_features", "register_builder",
     "edges_to_grid", "grid_to_edges", "neighbor_valid", "pairwise_grid", "radius_offsets", "shift",
     "AffinityGraphBuilder", "RadiusGraphBuilder", "affinity_from_embedding", "calibrated_affinity",

@@ -184,6 +184,18 @@ def make_graph_data(features: Tensor, edge_index: Tensor, edge_weight: Tensor,
     return data
 
 
+def edge_weights(data: Data) -> Tensor:
+    """``[E]`` edge weights of a graph (``edge_attr``, ``[E]`` or ``[E, 1]``; 1 for every edge of
+    a graph without it)."""
+    num_edges = data.edge_index.shape[1]
+    if data.edge_attr is None:
+        return torch.ones(num_edges, device=data.edge_index.device)
+    if data.edge_attr.numel() != num_edges:
+        raise ValueError(f"edge_attr must hold one weight per edge ([E] or [E, 1], E = "
+                         f"{num_edges}), got shape {tuple(data.edge_attr.shape)}")
+    return data.edge_attr.reshape(-1)
+
+
 def cell_node_index(data: Data) -> Tensor:
     """``[h * w]`` long: the node that predicts each grid cell (identity for cell graphs)."""
     h, w = data.grid_shape

@@ -55,7 +55,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from graphwsss.graphs.base import IGNORE_INDEX, cell_node_index
+from graphwsss.graphs.base import IGNORE_INDEX, cell_node_index, edge_weights
 from graphwsss.utils.shapes import check_shape
 
 __all__ = [
@@ -214,35 +214,25 @@ def random_walk(edge_index: Tensor, edge_weight: Tensor, scores: Tensor, num_nod
         return taken.to(scores.dtype)
 
 
-def graph_edge_weight(graph: Data) -> Tensor:
-    """``[E]`` edge weights of a graph ``Data`` (``edge_attr``; 1 for every edge without it)."""
-    if graph.edge_attr is None:
-        return torch.ones(graph.edge_index.shape[1], device=graph.edge_index.device)
-    return graph.edge_attr.reshape(-1)
-
-
 def step_length(graph: Data, beta: float = 8.0) -> float:
     r"""The walk's root-mean-square step on the grid, in cells:
 
     .. math::
         \sigma = \Big(\frac{1}{N} \sum_i \sum_j T_{ij}\, \lVert p_j - p_i \rVert^2\Big)^{1/2},
 
-    with :math:`p_i` the mean ``(row, column)`` of node ``i``'s cells. After :math:`t` steps a
-    walk has moved about :math:`\sigma \sqrt{t}` cells (its reach). ``graph`` as for
-    :func:`random_walk_probabilities`."""
-    height, width = graph.grid_shape
-    edge_weight = graph_edge_weight(graph)
-    node_of_cell = cell_node_index(graph).to(edge_weight.device)
-    num_nodes = graph.num_nodes
-    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    cells = torch.stack([rows.reshape(-1), cols.reshape(-1)], 1).to(edge_weight.device).double()
-    position = cells.new_zeros(num_nodes, 2).index_add_(0, node_of_cell, cells)
-    position /= torch.bincount(node_of_cell, minlength=num_nodes).clamp_min(1).unsqueeze(1)
+    with :math:`p_i` the graph's node position ``pos`` (``(row, column)`` on the grid, the mean
+    of its cells' for superpixel nodes, as every builder of :mod:`graphwsss.graphs` sets it).
+    After :math:`t` steps a walk has moved about :math:`\sigma \sqrt{t}` cells (its reach)."""
+    if getattr(graph, "pos", None) is None:
+        raise ValueError("graph has no node positions (pos)")
+    edge_weight = edge_weights(graph)
+    position = graph.pos.to(edge_weight.device, torch.float64)
     with torch.no_grad():
-        transition = transition_matrix(graph.edge_index, edge_weight, num_nodes, beta)
+        transition = transition_matrix(graph.edge_index, edge_weight, graph.num_nodes, beta)
         target, source = transition.indices()
         squared = (position[source] - position[target]).pow(2).sum(1)
-        return float((transition.values().double() * squared).sum() / max(num_nodes, 1)) ** 0.5
+        return float((transition.values().double() * squared).sum()
+                     / max(graph.num_nodes, 1)) ** 0.5
 
 
 def random_walk_probabilities(graph: Data, initial_probs: Tensor, beta: float = 8.0,
@@ -273,7 +263,7 @@ def random_walk_probabilities(graph: Data, initial_probs: Tensor, beta: float = 
     height, width = graph.grid_shape
     check_shape("initial_probs", initial_probs, f"[K, h, w] = [K, {height}, {width}]",
                 shape=(None, height, width), what="tensor on the graph's grid")
-    edge_weight = graph_edge_weight(graph)
+    edge_weight = edge_weights(graph)
     device = initial_probs.device
     num_classes = initial_probs.shape[0]
     cell_scores = initial_probs.reshape(num_classes, -1).t()                  # [h * w, K]

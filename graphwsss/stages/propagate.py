@@ -40,7 +40,7 @@ from torch import Tensor
 from tqdm import tqdm, trange
 
 from graphwsss.data.records import IGNORE_INDEX
-from graphwsss.graphs.base import cell_node_index
+from graphwsss.graphs.base import cell_node_index, edge_weights
 from graphwsss.graphs.grid import downsample_image, radius_offsets
 from graphwsss.losses import (consistency_check, multi_point_loss, potts_kernel,
                               potts_regularization, seed_cross_entropy, select_multi_points)
@@ -280,15 +280,11 @@ def stack_graphs(items: list[PropagationItem], layout: str, device: torch.device
 
 
 def _edge_weight(item: PropagationItem) -> Tensor:
-    """``[E]`` edge weights of the item's graph (``edge_attr``; 1 where it has none)."""
-    num_edges = item.graph.edge_index.shape[1]
-    edge_attr = item.graph.edge_attr
-    if edge_attr is None:
-        return torch.ones(num_edges, device=item.graph.edge_index.device)
-    if edge_attr.numel() != num_edges:
-        raise ValueError(f"{item.image_id}: edge_attr must hold one weight per edge ([E] or "
-                         f"[E, 1], E = {num_edges}), got shape {tuple(edge_attr.shape)}")
-    return edge_attr.reshape(-1).float()
+    """``[E]`` float edge weights of the item's graph (:func:`~graphwsss.graphs.edge_weights`)."""
+    try:
+        return edge_weights(item.graph).float()
+    except ValueError as error:
+        raise ValueError(f"{item.image_id}: {error}") from None
 
 
 def _padded_pixel_seeds(item: PropagationItem) -> Tensor:

@@ -150,12 +150,12 @@ def test_step_length_is_the_root_mean_square_move():
     # the middle with probability 2/3.
     graph = Data(x=torch.ones(3, 1), edge_index=torch.tensor([[0, 1, 2, 0, 1, 1, 2],
                                                                [0, 1, 2, 1, 0, 2, 1]]),
-                 edge_attr=torch.ones(7))
+                 edge_attr=torch.ones(7), pos=torch.tensor([[0.0, 0.0], [0.0, 1.0], [0.0, 2.0]]))
     graph.grid_shape = (1, 3)
     assert step_length(graph) == pytest.approx(((0.5 + 2 / 3 + 0.5) / 3) ** 0.5)
     # Nodes over several cells move between their cells' mean positions.
     graph = Data(x=torch.ones(2, 1), edge_index=torch.tensor([[0, 1, 0, 1], [0, 1, 1, 0]]),
-                 edge_attr=torch.ones(4))
+                 edge_attr=torch.ones(4), pos=torch.tensor([[0.0, 0.5], [0.0, 2.5]]))
     graph.grid_shape = (1, 4)
     graph.cell_node = torch.tensor([0, 0, 1, 1])          # positions 0.5 and 2.5
     assert step_length(graph) == pytest.approx((0.5 * 4.0) ** 0.5)
