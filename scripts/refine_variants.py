@@ -16,6 +16,10 @@ run instead; this script also tries what is not a setting, to decide whether it 
 * ``col:W``            an image-wide colour model as a second expert before the CRF:
                        P <- P * P_colour^W, P_colour(k | p) from RGB histograms (``bins:B`` per
                        channel, default 16) of the pixels whose arg-max is k
+* ``sp:N``             superpixel-resolution refinement: before the CRF, each pixel's
+                       probabilities become the mean over its SLIC superpixel (about N × N
+                       pixels; ``spc:C`` compactness, default 10; ``spw:W`` share of the mean
+                       mixed in, default 1); ``spafter:1``: on the CRF's output instead
 * ``gcut:I``           GrabCut (I iterations) per box instead of the last arg-max inside boxes,
                        its mask initialised from that arg-max (probable foreground / background),
                        definite background outside the box; the smaller box wins overlaps;
@@ -65,6 +69,20 @@ def colour_posterior(image: np.ndarray, probs: np.ndarray, bins: int) -> np.ndar
         likelihood[k] = (counts / counts.sum())[index]
     likelihood *= probs > 0              # classes cleared here (outside their boxes) stay cleared
     return likelihood / np.maximum(likelihood.sum(0, keepdims=True), 1e-12)
+
+
+def superpixel_mean(image: np.ndarray, probs: np.ndarray, size: float, compactness: float,
+                    weight: float) -> np.ndarray:
+    """``[K, H, W]`` probabilities mixed with their mean over SLIC superpixels of about
+    ``size`` × ``size`` pixels: (1 - weight)·P + weight·mean_superpixel(P)."""
+    from skimage.segmentation import slic
+    height, width = image.shape[:2]
+    labels = slic(image, n_segments=max(1, round(height * width / size ** 2)),
+                  compactness=compactness, start_label=0, channel_axis=-1)
+    counts = np.bincount(labels.ravel()).astype(np.float32)
+    means = np.stack([np.bincount(labels.ravel(), weights=channel.ravel()) for channel in probs])
+    mean = (means / np.maximum(counts, 1))[:, labels].astype(probs.dtype)
+    return (1 - weight) * probs + weight * mean
 
 
 def grabcut_variant(image: np.ndarray, label: np.ndarray, boxes, iterations: int,
@@ -132,6 +150,8 @@ def refine(sample, probs: np.ndarray, seeds: np.ndarray, variant: str) -> np.nda
     if "col" in options:
         full = full * colour_posterior(sample.image, full, int(value("bins", 16))) ** value("col", 1)
         full = full / np.maximum(full.sum(0, keepdims=True), 1e-12)
+    if "sp" in options and "spafter" not in options:
+        full = superpixel_mean(sample.image, full, value("sp", 8), value("spc", 10), value("spw", 1))
     before = full
     if options.get("crf", "1") != "0":
         full = dense_crf(sample.image, full.astype(np.float32), iterations=10,
@@ -139,6 +159,8 @@ def refine(sample, probs: np.ndarray, seeds: np.ndarray, variant: str) -> np.nda
                          bilateral_sxy=value("bsxy", 83), bilateral_srgb=value("bsrgb", 5),
                          bilateral_compat=value("bc", 3))
         full = clear_outside_boxes(full, sample.boxes)
+    if "sp" in options and "spafter" in options:
+        full = superpixel_mean(sample.image, full, value("sp", 8), value("spc", 10), value("spw", 1))
     if "gcut" in options:
         sure = before.max(0) >= value("gsure", 2) if "gsure" in options else None
         return grabcut_variant(sample.image, full.argmax(0), sample.boxes, int(value("gcut", 5)),
