@@ -104,3 +104,43 @@ def test_graph_stats_reports_purity_and_affinities(sample_root):
     assert raw["attention_self"] > 0.5 > calibrated["attention_self"]
     assert calibrated["attention_within"] > raw["attention_within"]
     assert calibrated["D_within"] > raw["D_within"]
+
+
+def test_refine_variants_scores_superpixel_refinement(sample_root, tmp_path):
+    from graphwsss.cli import main
+
+    run = tmp_path / "run"
+    assert main(["run", "--data", str(sample_root), "--supervision", "box", "--out", str(run),
+                 "limit=2", "propagator.epochs_first=1", "propagator.epochs_second=1",
+                 "device=cpu"]) == 0
+    variants = ["tubg:4", "tubg:4,sp:8", "tubg:4,sp:8,spw:0", "tubg:4,sp:8,spafter:1"]
+    done = subprocess.run([sys.executable, str(SCRIPTS / "refine_variants.py"), "--data",
+                           str(sample_root), "--run", str(run), "--variants", *variants],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    scores = {line.split()[2]: line.split()[4:] for line in done.stdout.splitlines()
+              if line.startswith("2 images")}
+    assert set(scores) == set(variants)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert float(scores["tubg:4"][0]) == round(metrics["miou"], 2)   # = the refine stage
+    assert scores["tubg:4,sp:8,spw:0"] == scores["tubg:4"]           # weight 0: no change
+
+
+def test_superpixel_mean_averages_within_each_superpixel():
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("refine_variants", SCRIPTS / "refine_variants.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[:, 16:] = 255                                 # two flat halves: superpixels stay inside
+    probs = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32)
+    mean = module.superpixel_mean(image, probs, size=16, compactness=10, weight=1)
+    assert mean.shape == probs.shape
+    assert np.allclose(mean.sum((1, 2)), probs.sum((1, 2)), rtol=1e-4)   # means keep the mass
+    for half in (mean[:, :, :16], mean[:, :, 16:]):     # constant within each superpixel: few values
+        assert len(np.unique(half[0].round(5))) <= 4
+    half_mixed = module.superpixel_mean(image, probs, size=16, compactness=10, weight=0.5)
+    assert np.allclose(half_mixed, 0.5 * probs + 0.5 * mean, atol=1e-6)
