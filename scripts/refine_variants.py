@@ -150,8 +150,14 @@ def refine(sample, probs: np.ndarray, seeds: np.ndarray, variant: str) -> np.nda
     if "col" in options:
         full = full * colour_posterior(sample.image, full, int(value("bins", 16))) ** value("col", 1)
         full = full / np.maximum(full.sum(0, keepdims=True), 1e-12)
+
+    def superpixels(values: np.ndarray) -> np.ndarray:   # each class stays inside its boxes
+        mean = superpixel_mean(sample.image, values, value("sp", 8), value("spc", 10),
+                               value("spw", 1))
+        return clear_outside_boxes(mean, sample.boxes)
+
     if "sp" in options and "spafter" not in options:
-        full = superpixel_mean(sample.image, full, value("sp", 8), value("spc", 10), value("spw", 1))
+        full = superpixels(full)
     before = full
     if options.get("crf", "1") != "0":
         full = dense_crf(sample.image, full.astype(np.float32), iterations=10,
@@ -160,7 +166,7 @@ def refine(sample, probs: np.ndarray, seeds: np.ndarray, variant: str) -> np.nda
                          bilateral_compat=value("bc", 3))
         full = clear_outside_boxes(full, sample.boxes)
     if "sp" in options and "spafter" in options:
-        full = superpixel_mean(sample.image, full, value("sp", 8), value("spc", 10), value("spw", 1))
+        full = superpixels(full)
     if "gcut" in options:
         sure = before.max(0) >= value("gsure", 2) if "gsure" in options else None
         return grabcut_variant(sample.image, full.argmax(0), sample.boxes, int(value("gcut", 5)),
