@@ -185,6 +185,8 @@ class GraphSettings:
     calibrate: bool = True                    # backbone builder: D on the image's own distance
                                               # scale, 1 up to a typical adjacent pair's distance
                                               # (docs/method.md §5); false: exp(-d) as in (3.8)
+    feature_affinity: bool = False            # affinity builder: the learned D times the
+                                              # calibrated ImageNet-feature affinity (§5)
     superpixel_method: Literal["slic", "felzenszwalb"] = "slic"  # superpixel graph (GraphNet style)
     superpixels: int = ranged(400, ge=1)      # SLIC segments per image
     knn_k: int = ranged(16, ge=1)             # neighbours per node of the knn graph

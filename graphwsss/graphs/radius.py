@@ -218,11 +218,7 @@ class RadiusGraphBuilder(GraphBuilder):
         compute_dtype = torch.promote_types(embedding.dtype, torch.float32)
         offsets = radius_offsets(self.radius, self.shape, device=device)
         embedding = embedding.to(device, compute_dtype)
-        if self.calibrate:
-            valid = neighbor_valid(*embedding.shape[-2:], offsets, device)
-            affinity = calibrated_affinity(embedding_distance(embedding, offsets), offsets, valid)
-        else:
-            affinity = affinity_from_embedding(embedding, offsets)
+        affinity = self.affinity(embedding, features.to(device, compute_dtype), offsets)
         if self.colour is not None:
             from graphwsss.graphs.rgbxy import rgbxy_kernel   # rgbxy imports this module
 
@@ -230,9 +226,42 @@ class RadiusGraphBuilder(GraphBuilder):
             affinity = affinity * rgbxy_kernel(colours, offsets, *self.colour)
         return radius_graph_data(features, affinity, offsets, self.threshold, seed_labels)
 
+    def affinity(self, embedding: Tensor, features: Tensor, offsets: Tensor) -> Tensor:
+        """``[O, h, w]`` :math:`D(i, j)` of the ``[D, h, w]`` embedding over ``offsets``:
+        calibrated (``calibrate``) or :math:`\exp(-d)`."""
+        if self.calibrate:
+            return calibrated_embedding_affinity(embedding, offsets)
+        return affinity_from_embedding(embedding, offsets)
+
+
+def calibrated_embedding_affinity(embedding: Tensor, offsets: Tensor) -> Tensor:
+    """:func:`calibrated_affinity` of a ``[D, h, w]`` embedding over ``offsets``."""
+    valid = neighbor_valid(*embedding.shape[-2:], offsets, embedding.device)
+    return calibrated_affinity(embedding_distance(embedding, offsets), offsets, valid)
+
 
 @register_builder("affinity")
 class AffinityGraphBuilder(RadiusGraphBuilder):
-    """:class:`RadiusGraphBuilder` on the learned affinity embedding ``F_A`` (required)."""
+    r""":class:`RadiusGraphBuilder` on the learned affinity embedding ``F_A`` (required).
+
+    Args:
+        feature_affinity: multiply the learned :math:`D_A(i, j)` by the calibrated affinity of
+            the node features (the ``backbone`` builder's, :func:`calibrated_affinity`):
+            :math:`E_{ij} = D_A(i, j)\,D_X(i, j)`. Two sources combined: an edge needs both
+            the trained embedding and the ImageNet features to join the pair, so where one of
+            them cannot resolve a boundary (the learned embedding around objects of a node or
+            two) the other still cuts it.
+        The other arguments are :class:`RadiusGraphBuilder`'s.
+    """
 
     requires_embedding = True
+
+    def __init__(self, *args, feature_affinity: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.feature_affinity = bool(feature_affinity)
+
+    def affinity(self, embedding: Tensor, features: Tensor, offsets: Tensor) -> Tensor:
+        affinity = super().affinity(embedding, features, offsets)
+        if self.feature_affinity:
+            affinity = affinity * calibrated_embedding_affinity(features, offsets)
+        return affinity

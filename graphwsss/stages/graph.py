@@ -97,6 +97,8 @@ def builder_options(graph: GraphSettings) -> dict:
     else:
         if graph.builder == "backbone":   # a trained affinity embedding is calibrated by its loss
             options.update(calibrate=graph.calibrate)
+        else:
+            options.update(feature_affinity=graph.feature_affinity)
         if graph.colour:
             options.update(colour=(graph.sigma_xy, graph.sigma_rgb))
     return options

@@ -204,6 +204,26 @@ def test_calibrated_affinity_is_one_within_regions_and_small_across():
     torch.testing.assert_close(doubled, calibrated)
 
 
+def test_feature_affinity_multiplies_the_learned_affinity_by_the_features_one():
+    h, w = 6, 7
+    image, features = random_inputs(h, w, 5)
+    embedding = torch.rand(4, h, w)
+    offsets = radius_offsets(2)
+    learned = AffinityGraphBuilder(radius=2, threshold=0.0).build(image, features,
+                                                                   embedding=embedding)
+    both = AffinityGraphBuilder(radius=2, threshold=0.0, feature_affinity=True).build(
+        image, features, embedding=embedding)
+    from_features = calibrated_affinity(embedding_distance(features, offsets), offsets,
+                                        neighbor_valid(h, w, offsets))
+    expected = affinity_from_embedding(embedding, offsets) * from_features
+    torch.testing.assert_close(both.grid_weight, threshold_edges(expected, offsets, 0.0))
+    assert both.grid_weight.sum() < learned.grid_weight.sum()     # a product of two sources ≤ 1
+    # features that cannot tell the nodes apart leave the learned graph as it was
+    flat = AffinityGraphBuilder(radius=2, threshold=0.0, feature_affinity=True).build(
+        image, torch.ones(5, h, w), embedding=embedding)
+    torch.testing.assert_close(flat.grid_weight, learned.grid_weight)
+
+
 def test_calibrate_option_of_the_builder():
     h, w = 6, 7
     image, features = random_inputs(h, w, 5)

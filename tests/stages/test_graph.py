@@ -42,6 +42,14 @@ def test_calibrate_option_reaches_feature_graphs_only():
         assert "calibrate" not in graph.builder_options(GraphSettings(builder=name))
 
 
+def test_feature_affinity_option_reaches_the_affinity_builder_only():
+    assert graph.make_builder(GraphSettings(builder="affinity", feature_affinity=True)).feature_affinity
+    assert not graph.make_builder(GraphSettings(builder="affinity")).feature_affinity  # default
+    for name in ("backbone", "rgbxy", "knn", "superpixel"):
+        options = graph.builder_options(GraphSettings(builder=name, feature_affinity=True))
+        assert "feature_affinity" not in options
+
+
 def test_affinity_graphs_need_trained_weights():
     settings = load_config(RunSettings, None, ["graph.builder=affinity"])
     with pytest.raises(ValueError, match="needs a trained affinity CNN"):

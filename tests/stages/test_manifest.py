@@ -173,7 +173,8 @@ def test_record_of_a_stage_without_outputs_is_dropped(tmp_path):
 
 @pytest.mark.parametrize("key, on, off", [("graph.calibrate", "true", "false"),
                                          ("propagator.output_walk", "true", "false"),
-                                         ("propagator.output_walk_box_reach", "0.2", "null")])
+                                         ("propagator.output_walk_box_reach", "0.2", "null"),
+                                         ("graph.feature_affinity", "true", "false")])
 def test_outputs_made_before_a_setting_existed_count_as_made_without_it(tmp_path, key, on, off):
     """A record without a setting added later was made as if it were off, so it matches only
     the off value: through BEFORE_ADDED where the class default is on (graph.calibrate), through
