@@ -227,7 +227,7 @@ class RadiusGraphBuilder(GraphBuilder):
         return radius_graph_data(features, affinity, offsets, self.threshold, seed_labels)
 
     def affinity(self, embedding: Tensor, features: Tensor, offsets: Tensor) -> Tensor:
-        """``[O, h, w]`` :math:`D(i, j)` of the ``[D, h, w]`` embedding over ``offsets``:
+        r"""``[O, h, w]`` :math:`D(i, j)` of the ``[D, h, w]`` embedding over ``offsets``:
         calibrated (``calibrate``) or :math:`\exp(-d)`."""
         if self.calibrate:
             return calibrated_embedding_affinity(embedding, offsets)
