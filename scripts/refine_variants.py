@@ -48,6 +48,7 @@ import torch
 from graphwsss.data.palette import read_label_png
 from graphwsss.data.records import IGNORE_INDEX
 from graphwsss.data.voc import VOCDataset
+from graphwsss.graphs.superpixel import superpixel_labels
 from graphwsss.postprocess import (clear_outside_boxes, dense_crf, meets_box,
                                    tight_box_background, upsample_probs)
 from graphwsss.seeds.box import paint_order
@@ -74,11 +75,12 @@ def colour_posterior(image: np.ndarray, probs: np.ndarray, bins: int) -> np.ndar
 def superpixel_mean(image: np.ndarray, probs: np.ndarray, size: float, compactness: float,
                     weight: float) -> np.ndarray:
     """``[K, H, W]`` probabilities mixed with their mean over SLIC superpixels of about
-    ``size`` × ``size`` pixels: (1 - weight)·P + weight·mean_superpixel(P)."""
-    from skimage.segmentation import slic
+    ``size`` × ``size`` pixels (:func:`~graphwsss.graphs.superpixel.superpixel_labels`):
+    (1 - weight)·P + weight·mean_superpixel(P)."""
     height, width = image.shape[:2]
-    labels = slic(image, n_segments=max(1, round(height * width / size ** 2)),
-                  compactness=compactness, start_label=0, channel_axis=-1)
+    pixels = torch.from_numpy(image).permute(2, 0, 1).double() / 255.0
+    labels = superpixel_labels(pixels, "slic", segments=max(1, round(height * width / size ** 2)),
+                               compactness=compactness).numpy()
     counts = np.bincount(labels.ravel()).astype(np.float32)
     means = np.stack([np.bincount(labels.ravel(), weights=channel.ravel()) for channel in probs])
     mean = (means / np.maximum(counts, 1))[:, labels].astype(probs.dtype)
